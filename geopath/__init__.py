@@ -1,0 +1,86 @@
+"""geopath: representational geometry of deep networks in JAX.
+
+A network maps a fixed set of inputs through its layers; each layer's representation is a point in a metric
+space of representations, so the network is a path. geopath provides the spaces (shape metrics, angular CKA,
+affine-invariant SPD, stress), their geodesic operations, and batched all-pairs distances; everything is
+jit-compiled, vmap-able and differentiable.
+
+Example:
+  >>> import jax, geopath as gp
+  >>> space = gp.AngularShape(alpha=1.0)
+  >>> x = jax.random.normal(jax.random.key(0), (100, 32))
+  >>> a, b = space.point(x), space.point(jax.nn.relu(x))
+  >>> d = space.distance(a, b)   # radians
+"""
+
+from geopath._src.linalg import Procrustes
+from geopath._src.linalg import bures_similarity
+from geopath._src.linalg import matrix_function
+from geopath._src.linalg import nuclear_norm
+from geopath._src.linalg import orthogonal_procrustes
+from geopath._src.linalg import polar_factor
+from geopath._src.linalg import psd_sqrt
+from geopath._src.linalg import safe_arccos
+from geopath._src.linalg import safe_norm
+from geopath._src.linalg import solve_sylvester
+from geopath._src.linalg import trace_function
+from geopath._src.ops import AlexandrovCurvature
+from geopath._src.ops import FrechetMean
+from geopath._src.ops import Projection
+from geopath._src.ops import alexandrov_curvature
+from geopath._src.ops import angle
+from geopath._src.ops import distance
+from geopath._src.ops import frechet_mean
+from geopath._src.ops import midpoint
+from geopath._src.ops import path_length
+from geopath._src.ops import project
+from geopath._src.ops import stack_points
+from geopath._src.ops import step_lengths
+from geopath._src.ops import subdivide
+from geopath._src.pairwise import cross_distances
+from geopath._src.pairwise import pairwise_distances
+from geopath._src.pairwise import points
+from geopath._src.spaces import AffineInvariant
+from geopath._src.spaces import AngularCKA
+from geopath._src.spaces import AngularShape
+from geopath._src.spaces import EuclideanShape
+from geopath._src.spaces import Space
+from geopath._src.spaces import Stress
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AffineInvariant",
+    "AlexandrovCurvature",
+    "AngularCKA",
+    "AngularShape",
+    "EuclideanShape",
+    "FrechetMean",
+    "Procrustes",
+    "Projection",
+    "Space",
+    "Stress",
+    "alexandrov_curvature",
+    "angle",
+    "bures_similarity",
+    "cross_distances",
+    "distance",
+    "frechet_mean",
+    "matrix_function",
+    "midpoint",
+    "nuclear_norm",
+    "orthogonal_procrustes",
+    "pairwise_distances",
+    "path_length",
+    "points",
+    "polar_factor",
+    "project",
+    "psd_sqrt",
+    "safe_arccos",
+    "safe_norm",
+    "solve_sylvester",
+    "stack_points",
+    "step_lengths",
+    "subdivide",
+    "trace_function",
+)
