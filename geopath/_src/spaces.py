@@ -427,7 +427,9 @@ class AngularCKA(Space):
     unbiased: use U-centred kernels with zeroed diagonal (the unbiased HSIC estimator of Song et al. 2012);
       the cosine can then be negative, so distances lie in ``[0, pi]``. Needs ``n >= 4``.
     kernel: "linear" (``X X^T``) or "rbf" (``exp(-|x_i - x_j|^2 / (2 s^2))``).
-    rbf_scale: the RBF length ``s`` is ``rbf_scale`` times the median pairwise distance.
+    rbf_scale: the RBF length ``s`` is ``rbf_scale`` times the median pairwise distance (``s^2 = rbf_scale^2
+      * median of the squared distances``), unless ``rbf_sigma`` is given.
+    rbf_sigma: a fixed RBF length ``s`` (in the units of the features) instead of the median heuristic.
 
   Points are ``[n, n]``; geodesics, ``log``, ``exp`` and ``transport`` are those of the unit sphere in the
   space of symmetric matrices.
@@ -435,12 +437,15 @@ class AngularCKA(Space):
   unbiased: bool = False
   kernel: str = "linear"
   rbf_scale: float = 1.0
+  rbf_sigma: float | None = None
 
   def __post_init__(self):
     if self.kernel not in _KERNELS:
       raise ValueError(f"kernel must be one of {_KERNELS}; got {self.kernel!r}")
     if not (self.rbf_scale > 0 and np.isfinite(self.rbf_scale)):
       raise ValueError(f"rbf_scale must be a positive number; got {self.rbf_scale!r}")
+    if self.rbf_sigma is not None and not (self.rbf_sigma > 0 and np.isfinite(self.rbf_sigma)):
+      raise ValueError(f"rbf_sigma must be a positive number or None; got {self.rbf_sigma!r}")
 
   def point(self, x: ArrayLike) -> Array:
     """Centred, unit-Frobenius-norm kernel matrix ``[n, n]`` of ``x [n, ...]``."""
@@ -451,9 +456,12 @@ class AngularCKA(Space):
       k = xc @ xc.T
     else:
       d2 = _sq_dists(xc)
-      iu = np.triu_indices(n, 1)
-      med = jnp.median(d2[iu])
-      k = jnp.exp(-d2 / (2.0 * self.rbf_scale**2 * jnp.maximum(med, jnp.finfo(xc.dtype).tiny)))
+      if self.rbf_sigma is None:
+        iu = np.triu_indices(n, 1)
+        s2 = self.rbf_scale**2 * jnp.maximum(jnp.median(d2[iu]), jnp.finfo(xc.dtype).tiny)
+      else:
+        s2 = jnp.asarray(self.rbf_sigma**2, xc.dtype)
+      k = jnp.exp(-d2 / (2.0 * s2))
     kc = _u_center(k) if self.unbiased else _double_center(k)
     return kc / linalg.safe_norm(kc)
 

@@ -398,3 +398,27 @@ def test_float32_angular_shape(alpha, n, widths, rng):
     print(f"float32 max |d32 - d64| (alpha={alpha}, n={n}, widths={widths}): {worst:.3e} rad "
           f"(well separated), {worst_all:.3e} rad (all pairs)")
     assert worst <= 1e-4
+
+
+def test_cka_rbf_fixed_sigma_matches_formula(rng):
+  """rbf_sigma fixes the kernel length: compare against a direct float64 computation."""
+  x = rng.standard_normal((15, 4))
+  y = rng.standard_normal((15, 6))
+  sigma = 1.7
+
+  def kern(z):
+    z = z - z.mean(0)
+    d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+    k = np.exp(-d2 / (2 * sigma**2))
+    h = np.eye(15) - 1.0 / 15
+    kc = h @ k @ h
+    return kc / np.linalg.norm(kc)
+
+  ref = np.arccos(np.clip(np.sum(kern(x) * kern(y)), -1, 1))
+  space = gp.AngularCKA(kernel="rbf", rbf_sigma=sigma)
+  np.testing.assert_allclose(float(space.distance(space.point(x), space.point(y))), ref, atol=1e-9)
+  # a different sigma gives a different distance (the option is really used)
+  other = gp.AngularCKA(kernel="rbf", rbf_sigma=0.3)
+  assert abs(float(other.distance(other.point(x), other.point(y))) - ref) > 1e-3
+  with pytest.raises(ValueError, match="rbf_sigma"):
+    gp.AngularCKA(kernel="rbf", rbf_sigma=-1.0)
