@@ -133,8 +133,11 @@ def project(space: Space, a: Array, b: Array, c: Array, *, num_iters: int = 6,
   t_star = jax.lax.fori_loop(0, num_iters, newton, t0)
 
   # One differentiable Newton step at the solution carries the implicit gradient.
-  v, f = objective(a, b, c)
-  g = jax.grad(f)(t_star)
+  v, _ = objective(a, b, c)
+  # f'(t) = -<log_gamma(t) c, gamma'(t)> (first variation), written without jax.grad of the distance so
+  # that differentiating the result needs only first derivatives of the SVD-based maps.
+  p_star, vel = jax.jvp(lambda t: space.exp(a, t * v), (t_star,), (jnp.ones_like(t_star),))
+  g = -space.inner(p_star, space.log(p_star, c), vel)
   curv = curvature(sdf, t_star)
   curv = jnp.where(curv > 0, curv, jnp.where(ok, svv, 1.0))
   t = t_star - jnp.where(ok, g / curv, 0.0)
