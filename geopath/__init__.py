@@ -13,6 +13,9 @@ Example:
   >>> d = space.distance(a, b)   # radians
 """
 
+from geopath._src.embedding import MDSResult
+from geopath._src.embedding import classical_mds
+from geopath._src.embedding import spherical_mds
 from geopath._src.linalg import Procrustes
 from geopath._src.linalg import bures_similarity
 from geopath._src.linalg import matrix_function
@@ -40,6 +43,12 @@ from geopath._src.ops import subdivide
 from geopath._src.pairwise import cross_distances
 from geopath._src.pairwise import pairwise_distances
 from geopath._src.pairwise import points
+from geopath._src.paths import PathAnalysis
+from geopath._src.paths import PathComparison
+from geopath._src.paths import analyze_checkpoints
+from geopath._src.paths import analyze_path
+from geopath._src.paths import compare_paths
+from geopath._src.paths import target_point
 from geopath._src.spaces import AffineInvariant
 from geopath._src.spaces import AngularCKA
 from geopath._src.spaces import AngularShape
@@ -56,13 +65,20 @@ __all__ = (
     "AngularShape",
     "EuclideanShape",
     "FrechetMean",
+    "MDSResult",
+    "PathAnalysis",
+    "PathComparison",
     "Procrustes",
     "Projection",
     "Space",
     "Stress",
     "alexandrov_curvature",
+    "analyze_checkpoints",
+    "analyze_path",
     "angle",
     "bures_similarity",
+    "classical_mds",
+    "compare_paths",
     "cross_distances",
     "distance",
     "frechet_mean",
@@ -79,8 +95,10 @@ __all__ = (
     "safe_arccos",
     "safe_norm",
     "solve_sylvester",
+    "spherical_mds",
     "stack_points",
     "step_lengths",
     "subdivide",
+    "target_point",
     "trace_function",
 )
