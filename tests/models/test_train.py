@@ -1,0 +1,213 @@
+"""Training, checkpoints and exact resumption (models.train / models.checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import models
+from models import checkpoints as ckpt
+from models import train as T
+
+ARCH = "resnet8_w0.25"
+
+
+def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable toy data: the label sets the mean brightness of one colour channel."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int32) % 10
+    images = rng.integers(0, 120, (n, 32, 32, 3)).astype(np.int32)
+    images[..., 0] += labels[:, None, None] * 12
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+def tiny_config(**overrides) -> T.TrainConfig:
+    base = dict(arch=ARCH, epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, log_every=2,
+                eval_batch_size=16, progress=False, seed=3)
+    base.update(overrides)
+    return T.TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(64, 0), synthetic(20, 1)  # 64 train images -> 4 steps per epoch at batch 16
+
+
+def model_arrays(workdir, step="last"):
+    model, meta = models.load_checkpoint(workdir, step)
+    return jax.tree.map(np.asarray, nnx.state(model, nnx.Param)), jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat)), meta
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(x, y)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_train_step_lowers_loss_on_fixed_batch():
+    cfg = tiny_config(augment=False, weight_decay=0.0, warmup_epochs=0.0, schedule="constant", lr=0.05)
+    model = models.create_model(ARCH, rngs=nnx.Rngs(0))
+    gd_eval, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
+    model.train()
+    gd_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    tx, _ = T.make_optimizer(cfg, steps_per_epoch=10)
+    train_step, eval_step = T._make_steps(gd_train, gd_eval, tx, cfg)
+    state = dict(params=params, batch_stats=stats, opt=tx.init(params), step=jnp.asarray(0, jnp.int32),
+                 key=jax.random.key_data(jax.random.key(0)))
+    x, y = synthetic(16, 5)
+    losses = []
+    for _ in range(4):
+        metrics = jnp.zeros(3)
+        state, metrics = train_step(state, metrics, x, y)
+        losses.append(float(metrics[0] / metrics[2]))
+    assert losses[-1] < losses[0]
+    assert int(state["step"]) == 4
+    out = eval_step(state["params"], state["batch_stats"], x, y, np.ones(16, np.float32))
+    assert float(out[2]) == 16.0
+
+
+def test_schedules_and_weight_decay_modes():
+    cfg = tiny_config(epochs=10, schedule="step", milestones=(0.5, 0.75), warmup_epochs=1.0, lr=0.1)
+    sched = T.make_schedule(cfg, steps_per_epoch=10)
+    assert float(sched(0)) == 0.0 and abs(float(sched(10)) - 0.1) < 1e-7
+    assert abs(float(sched(49)) - 0.1) < 1e-7 and abs(float(sched(51)) - 0.01) < 1e-8
+    assert abs(float(sched(80)) - 0.001) < 1e-9
+    cos = T.make_schedule(tiny_config(epochs=10, schedule="cosine", warmup_epochs=0.0, lr=0.2), 10)
+    assert abs(float(cos(0)) - 0.2) < 1e-7 and float(cos(100)) < 1e-6
+    # decoupled weight decay shrinks weights even with zero gradient, independent of momentum history
+    params = {"w": jnp.ones((2, 2))}
+    zero = {"w": jnp.zeros((2, 2))}
+    for mode in ("l2", "decoupled"):
+        tx, _ = T.make_optimizer(tiny_config(weight_decay_mode=mode, weight_decay=0.1, schedule="constant",
+                                             warmup_epochs=0.0, lr=0.5, nesterov=False), 10)
+        upd, _ = tx.update(zero, tx.init(params), params)
+        np.testing.assert_allclose(upd["w"], -0.5 * 0.1 * np.ones((2, 2)), rtol=1e-6)
+
+
+def test_checkpoint_schedule():
+    cfg = tiny_config(epochs=3, ckpt_every_epochs=2)
+    assert T.checkpoint_schedule(cfg, steps_per_epoch=10, total_steps=30) == [0, 1, 2, 4, 8, 20, 30]
+    assert T.checkpoint_schedule(tiny_config(epochs=2, ckpt_log_spaced=False), 4, 8) == [0, 4, 8]
+
+
+def test_epoch_order_is_pure():
+    a = T.epoch_permutation(7, 3, 100)
+    np.testing.assert_array_equal(a, T.epoch_permutation(7, 3, 100))
+    assert not np.array_equal(a, T.epoch_permutation(7, 4, 100))
+
+
+def test_checkpoint_store_round_trip_is_bit_exact(tmp_path):
+    model = models.create_model(ARCH, rngs=nnx.Rngs(4))
+    state = ckpt.model_state_of(model)
+    # perturb batch stats so they are not the init constants
+    state["batch_stats"] = jax.tree.map(lambda v: v + jax.random.normal(jax.random.key(1), v.shape), state["batch_stats"])
+    opt = {"opt": T.make_optimizer(tiny_config(), 4)[0].init(state["params"]), "step": jnp.asarray(7, jnp.int32),
+           "key": jax.random.key_data(jax.random.key(9))}
+    store = ckpt.CheckpointStore(tmp_path)
+    store.save(7, model_state=state, opt_state=opt, meta={"arch": ARCH, "num_classes": 10}, tags=["scheduled"])
+    restored = store.restore(7, model_template=ckpt.model_state_of(models.create_model(ARCH)), opt_template=opt)
+    store.close()
+    assert_trees_equal(state, restored["model"])
+    assert_trees_equal(opt, restored["opt"])
+    assert type(restored["opt"]["opt"]) is type(opt["opt"])
+    loaded, meta = models.load_checkpoint(tmp_path, 7)
+    assert_trees_equal(state, ckpt.model_state_of(loaded))
+    assert meta["step"] == 7 and meta["tags"] == ["scheduled"]
+    with pytest.raises(FileNotFoundError):
+        models.load_checkpoint(tmp_path, 8)
+
+
+def test_train_checkpoints_and_resume_exactly(tmp_path, data):
+    train, test = data
+    full = tmp_path / "full"
+    summary = T.train_and_evaluate(tiny_config(), full, train_data=train, test_data=test)
+    assert summary["final_step"] == 8 and not summary["interrupted"]
+    assert summary["final_test_acc"] is not None and summary["best_step"] in (4, 8)
+    # log-spaced steps within epoch 1 (4 steps/epoch) + every epoch; nothing extra left behind
+    assert models.list_checkpoints(full) == [0, 1, 2, 4, 8]
+    assert models.list_checkpoints(full, scheduled_only=True) == [0, 1, 2, 4, 8]
+    index = ckpt.read_index(full)
+    assert index["last"] == 8 and index["best"] == summary["best_step"]
+    lines = [json.loads(l) for l in (full / "metrics.jsonl").read_text().splitlines()]
+    assert {"start", "train", "eval", "checkpoint", "end"} <= {l["event"] for l in lines}
+    p_full, s_full, meta = model_arrays(full)
+    assert meta["step"] == 8 and meta["epoch"] == 2 and "test_acc" in meta and meta["arch"] == ARCH
+    _, _, meta_best = model_arrays(full, "best")
+    assert meta_best["step"] == summary["best_step"]
+
+    # Interrupt in the middle of epoch 2 (after step 6), then resume.
+    part = tmp_path / "part"
+    s1 = T.train_and_evaluate(tiny_config(max_steps=6), part, train_data=train, test_data=test)
+    assert s1["interrupted"] and s1["final_step"] == 6
+    assert models.list_checkpoints(part) == [0, 1, 2, 4, 6]
+    with pytest.raises(FileExistsError):
+        T.train_and_evaluate(tiny_config(), part, train_data=train, test_data=test)
+    with pytest.raises(ValueError, match="config differs"):
+        T.train_and_evaluate(tiny_config(resume=True, lr=0.2), part, train_data=train, test_data=test)
+    s2 = T.train_and_evaluate(tiny_config(resume=True), part, train_data=train, test_data=test)
+    assert s2["final_step"] == 8 and not s2["interrupted"]
+    p_part, s_part, _ = model_arrays(part)
+    assert_trees_equal(p_full, p_part)  # bit-for-bit
+    assert_trees_equal(s_full, s_part)
+    assert models.list_checkpoints(part) == [0, 1, 2, 4, 8]  # the interruption checkpoint was pruned
+    # Intermediate checkpoints agree too.
+    assert_trees_equal(model_arrays(full, 4)[0], model_arrays(part, 4)[0])
+    assert summary["final_test_acc"] == s2["final_test_acc"]
+
+
+def test_cli_help_and_presets(capsys):
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--preset" in out and "cpu-small" in out and "--resume" in out
+    parser = T._build_parser()
+    cfg = T.config_from_args(parser.parse_args(["--workdir", "x", "--preset", "paper"]))
+    assert cfg.arch == "resnet20" and cfg.epochs >= 160 and cfg.train_subset is None and cfg.schedule == "step"
+    cfg = T.config_from_args(parser.parse_args(["--workdir", "x", "--preset", "cpu-small", "--epochs", "3"]))
+    assert cfg.epochs == 3 and cfg.train_subset == T.PRESETS["cpu-small"]["train_subset"]
+
+
+def test_bad_config_and_unknown_arch(tmp_path, data):
+    with pytest.raises(ValueError):
+        T.TrainConfig(schedule="linear")
+    with pytest.raises(ValueError):
+        T.TrainConfig(batch_size=0)
+    train, test = data
+    with pytest.raises(ValueError, match="resnet20"):
+        T.train_and_evaluate(tiny_config(arch="resnet9"), tmp_path / "bad", train_data=train, test_data=test)
+
+
+def test_missing_or_empty_data_folder(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError):
+        T.train_and_evaluate(tiny_config(data_dir=str(tmp_path / "nope")), tmp_path / "run1")
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "test").mkdir()
+    with pytest.raises((ValueError, FileNotFoundError)):
+        T.train_and_evaluate(tiny_config(data_dir=str(empty), data_source="folder"), tmp_path / "run2")
+    rc = T.main(["--workdir", str(tmp_path / "run3"), "--arch", ARCH, "--data-dir", str(tmp_path / "nope"),
+                 "--no-progress"])
+    assert rc == 2 and "nope" in capsys.readouterr().err
+
+
+def test_tfds_mock_data_smoke(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    (tmp_path / "tfds").mkdir()
+    cfg = tiny_config(epochs=1, data_source="tfds", data_dir=str(tmp_path / "tfds"), eval_batch_size=8)
+    with tfds.testing.mock_data(num_examples=40):
+        summary = T.train_and_evaluate(cfg, tmp_path / "run")
+    assert "tensorflow" not in sys.modules
+    assert summary["final_step"] == 2 and summary["final_test_acc"] is not None
+    model, meta = models.load_checkpoint(tmp_path / "run", "last")
+    assert meta["n_train"] == 40
