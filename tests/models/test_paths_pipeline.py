@@ -1,0 +1,118 @@
+"""End-to-end test of the experiment driver models/paths.py on a tiny model and synthetic data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("flax")
+
+from models import paths as mp  # noqa: E402
+from models.data import Dataset  # noqa: E402
+
+
+def _synthetic(per_class: int, seed: int) -> Dataset:
+    """Class-dependent colour blobs plus noise: learnable, 32x32 RGB uint8."""
+    r = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10, dtype=np.int32), per_class)
+    colours = np.random.default_rng(123).integers(40, 216, (10, 3))
+    imgs = colours[labels][:, None, None, :] + r.normal(0, 40, (len(labels), 32, 32, 3))
+    return Dataset(np.clip(imgs, 0, 255).astype(np.uint8), labels, f"synthetic-{seed}")
+
+
+def _opts(tmp_path: Path, **kw) -> mp.Options:
+    fields = dict(mp.PRESETS["tiny"])
+    fields.update(archs=("resnet8_w0.25",), metrics=("angular_shape", "angular_cka"), preset="tiny",
+                  workdir=str(tmp_path / "runs"), out=str(tmp_path / "out"), progress=False, epochs=1,
+                  batch_size=50, probe_per_class=3, capture_batch_size=30)
+    fields.update(kw)
+    return mp.Options(**fields)
+
+
+def test_compact_representation_preserves_distances():
+    import jax
+
+    import geopath as gp
+
+    r = np.random.default_rng(0)
+    x = r.standard_normal((12, 4, 4, 3)).astype(np.float32)  # p = 48 > n = 12
+    z = mp.compact_representation(x)
+    assert z.shape[0] == 12 and z.shape[1] <= 12 and z.dtype == np.float32
+    np.testing.assert_allclose(z @ z.T, x.reshape(12, -1) @ x.reshape(12, -1).T, rtol=1e-4, atol=1e-4)
+    y = np.tanh(x.reshape(12, -1) @ r.standard_normal((48, 7)))
+    with jax.enable_x64(True):
+        for space in (gp.AngularShape(alpha=1.0), gp.AngularCKA(), gp.Stress()):
+            d_raw = float(gp.distance(space, x.astype(np.float64), y))
+            d_cmp = float(gp.distance(space, z.astype(np.float64), y))
+            assert abs(d_raw - d_cmp) < 1e-5, space
+    small = r.standard_normal((12, 5)).astype(np.float32)
+    np.testing.assert_array_equal(mp.compact_representation(small), small)
+
+
+def test_select_steps_and_metrics():
+    assert mp._select_steps([0, 1, 2, 4, 8, 16, 32], None) == [0, 1, 2, 4, 8, 16, 32]
+    sel = mp._select_steps([0, 1, 2, 4, 8, 16, 32, 64, 128], 4)
+    assert sel[0] == 0 and sel[-1] == 128 and len(sel) <= 4
+    assert mp.parse_metric("angular_shape_a0.5").units == "radians"
+    with pytest.raises(ValueError):
+        mp.parse_metric("nope")
+    with pytest.raises(SystemExit) as e:
+        mp.main(["--help"])
+    assert e.value.code == 0
+
+
+def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
+    train, test, probe = _synthetic(10, 0), _synthetic(5, 1), _synthetic(5, 2)
+    opts = _opts(tmp_path)
+    res = mp.run_pipeline(opts, train_data=train, test_data=test, probe_data=probe, log=lambda m: None)
+
+    out = Path(opts.out)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["probe"]["n"] == 30
+    arch = "resnet8_w0.25"
+    a = saved["archs"][arch]
+    assert a["steps"][0] == 0 and len(a["steps"]) >= 3
+    assert a["layers"][0] == "input" and a["layers"][-1] == "logits"
+    for metric in opts.metrics:
+        m = saved["metrics"][metric]
+        fin = m["per_arch"][arch]["final"]
+        L = len(a["layers"])
+        assert len(fin["dist_to_target"]) == L and len(fin["turning"]) == L - 2
+        assert fin["length"] > 0 and 0 < fin["straightness"]
+        tr = m["per_arch"][arch]["training"]
+        assert len(tr["length"]) == len(a["steps"])
+        assert len(m["joint"]["labels"]) == L + 1
+        assert np.all(np.isfinite(np.asarray(m["joint"]["distances"], float)))
+    figs = saved["figures"]
+    assert set(figs) >= {"angular_shape", "angular_cka", "accuracy"}
+    for files in figs.values():
+        for f in files:
+            assert os.path.getsize(out / f) > 1024, f
+    report = (out / "report.md").read_text()
+    assert "straightness" in report and "figures/paths_mds_angular_shape.png" in report
+    first = res["cache"]
+    assert first["captures"] == len(a["steps"]) and first["cache_hits"] == 0
+
+    # Rerun: the finished run and the cached representations are reused; nothing is trained or captured.
+    def boom(*args, **kwargs):
+        raise AssertionError("should have been reused")
+
+    import models.train
+
+    monkeypatch.setattr(models.train, "train_and_evaluate", boom)
+    monkeypatch.setattr(mp, "_capture_checkpoint", boom)
+    res2 = mp.run_pipeline(_opts(tmp_path, metrics=("angular_cka",)), train_data=train, test_data=test,
+                           probe_data=probe, log=lambda m: None)
+    assert res2["cache"]["captures"] == 0 and res2["cache"]["cache_hits"] == len(a["steps"])
+    np.testing.assert_allclose(res2["metrics"]["angular_cka"]["per_arch"][arch]["final"]["length"],
+                               res["metrics"]["angular_cka"]["per_arch"][arch]["final"]["length"], rtol=1e-12)
+
+    # A different training configuration in the same workdir is refused (not silently mixed).
+    with pytest.raises(ValueError, match="different training configuration"):
+        mp.run_pipeline(_opts(tmp_path, lr=0.01), train_data=train, test_data=test, probe_data=probe,
+                        log=lambda m: None)
