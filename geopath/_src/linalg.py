@@ -194,6 +194,46 @@ def _psd_sqrt_jvp(primals, tangents):
   return out, w @ inner @ _mT(w)
 
 
+@jax.custom_jvp
+def gram_sqrt(x: ArrayLike) -> Array:
+  """``sqrt(x x^T)`` ``[n, n]`` of ``x`` ``[n, p]``, computed without forming the Gram matrix.
+
+  ``x^T = Q R`` (QR of the ``p x n`` transpose), then ``R^T = U S V^T``, so ``x x^T = U S^2 U^T`` and the
+  result is ``U S U^T``. Forming ``x x^T`` first would square the condition number and, in float32, lose every
+  singular value below about ``sqrt(n eps) s_max``. Singular values below ``max(n, p) eps s_max`` are set to
+  0. The derivative is that of :func:`psd_sqrt` at ``x x^T`` (a Sylvester solve, pseudo-inverted on the null
+  space), finite for rank-deficient ``x`` such as centred data.
+  """
+  u, s = _gram_sqrt_eigs(jnp.asarray(x))
+  return (u * s[..., None, :]) @ _mT(u)
+
+
+def _gram_sqrt_eigs(x):
+  n, p = x.shape[-2], x.shape[-1]
+  if p > n:
+    r = jnp.linalg.qr(_mT(x), mode="r")[..., :n, :]
+    u, s, _ = jnp.linalg.svd(_mT(r), full_matrices=False)
+  else:
+    u, s, _ = jnp.linalg.svd(x, full_matrices=False)
+    pad = n - s.shape[-1]
+    if pad:  # complete U to an orthonormal basis; the extra directions get singular value 0
+      u_full, _, _ = jnp.linalg.svd(x, full_matrices=True)
+      u = u_full
+      s = jnp.concatenate([s, jnp.zeros(s.shape[:-1] + (pad,), s.dtype)], axis=-1)
+  tol = jnp.max(s, axis=-1, keepdims=True) * max(n, p) * _eps(s.dtype)
+  return u, jnp.where(s > tol, s, 0.0)
+
+
+@gram_sqrt.defjvp
+def _gram_sqrt_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  u, s = _gram_sqrt_eigs(x)
+  out = (u * s[..., None, :]) @ _mT(u)
+  dk = dx @ _mT(x) + x @ _mT(dx)
+  inner = (_mT(u) @ dk @ u) * _pinv_pair_sum(s, s)
+  return out, u @ inner @ _mT(u)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Sylvester equations.
 

@@ -196,7 +196,8 @@ class _ShapeSpace(Space):
     then unit Frobenius norm (angular) or the original scale ``||X_c||_F`` (Euclidean).
 
     ``k`` depends on the route: ``p`` (features, used when ``p <= n``), ``n`` (Gram: the point is the
-    symmetric factor ``f(sqrt(X X^T))``, used when ``p > n``; it equals the feature-route point times a
+    symmetric factor ``f(sqrt(X X^T))``, computed from a QR of ``X^T`` so float32 keeps the small singular
+    values, used when ``p > n``; it equals the feature-route point times a
     semi-orthogonal matrix, so all distances agree) or ``n_components`` (PCA).
     """
     x, xc = _raw_to_centered(x, "x")
@@ -225,7 +226,7 @@ class _ShapeSpace(Space):
       z = u[:, :kk] * (_whiten_sv(s, alpha, weps, tol, n) if self.alpha < 1 else s)
       return linalg.pad_columns(z, k)
     if route == "gram":
-      z = linalg.psd_sqrt(xn @ xn.T)
+      z = linalg.gram_sqrt(xn)
       if self.alpha < 1:
         z = linalg.matrix_function(_whiten_sv, z, alpha, weps, tol, jnp.asarray(n, dt))
       return z
