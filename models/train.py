@@ -441,11 +441,13 @@ def train_and_evaluate(
     from tqdm.auto import tqdm
 
     from . import checkpoints as ckpt
-    from .nets import count_params, create_model
+    from .nets import count_params, create_model, parse_arch
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     workdir = Path(workdir)
     t_start = time.time()
+
+    parse_arch(cfg.arch)  # fail fast on an unknown architecture (ValueError naming the valid ones)
 
     # ---- existing run? ------------------------------------------------------------------------------------
     has_run = (workdir / "checkpoints").is_dir() and bool(ckpt.list_checkpoints(workdir))
@@ -454,9 +456,6 @@ def train_and_evaluate(
         has_run = False
     if has_run and not cfg.resume:
         raise FileExistsError(f"{workdir} already holds a run; pass resume=True (--resume) or overwrite=True (--overwrite)")
-    if not has_run and (workdir / "metrics.jsonl").exists() and not cfg.resume:
-        ckpt.remove_run(workdir)  # leftovers of a run that never saved a checkpoint
-    workdir.mkdir(parents=True, exist_ok=True)
     if has_run:
         with open(workdir / "config.json") as f:
             saved = json.load(f)
@@ -467,9 +466,6 @@ def train_and_evaluate(
         }
         if diff:
             raise ValueError(f"cannot resume {workdir}: config differs from the saved run in {diff}")
-    with open(workdir / "config.json", "w") as f:
-        json.dump(cfg.to_dict(), f, indent=1)
-    log = _Log(workdir / "metrics.jsonl")
 
     # ---- data ---------------------------------------------------------------------------------------------
     if train_data is None or test_data is None:
@@ -484,6 +480,13 @@ def train_and_evaluate(
     steps_per_epoch = n_train // cfg.batch_size
     total_steps = cfg.epochs * steps_per_epoch
     scheduled = set(checkpoint_schedule(cfg, steps_per_epoch, total_steps))
+
+    if not has_run and (workdir / "metrics.jsonl").exists():
+        ckpt.remove_run(workdir)  # leftovers of a run of ours that never saved a checkpoint
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / "config.json", "w") as f:
+        json.dump(cfg.to_dict(), f, indent=1)
+    log = _Log(workdir / "metrics.jsonl")
 
     # ---- model, optimiser, state --------------------------------------------------------------------------
     model_kwargs = _model_kwargs(cfg)

@@ -196,10 +196,22 @@ def test_capture_compiles_once_per_batch_shape(tiny_resnet, images):
     keep = resolve_layers(tiny_resnet, ["pool"])
     graphdef, _ = nnx.split(eval_view(tiny_resnet))
     _FN_CACHE.pop((graphdef, keep, True), None)
-    models.capture(tiny_resnet, images, layers=["pool"], batch_size=3)  # 3, 3, 3, 1 -> padded
-    models.capture(tiny_resnet, images[:7], layers=["pool"], batch_size=3)
-    fn = _capture_fn(graphdef, keep, True)
-    assert fn._cache_size() == 1
+    compiles = []
+
+    def listener(name, duration, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        models.capture(tiny_resnet, images, layers=["pool"], batch_size=3)  # 3, 3, 3, 1 -> padded
+        first = len(compiles)
+        again = models.capture(tiny_resnet, images[:7], layers=["pool"], batch_size=3)  # 3, 3, 1 -> padded
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert first >= 1  # the listener sees compilations at all
+    assert len(compiles) == first, "a second capture with the same batch shape recompiled"
+    assert again["pool"].shape[0] == 7
 
 
 def test_capture_uses_running_stats_and_leaves_model_untouched(images):

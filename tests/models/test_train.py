@@ -110,7 +110,7 @@ def test_checkpoint_store_round_trip_is_bit_exact(tmp_path):
     model = models.create_model(ARCH, rngs=nnx.Rngs(4))
     state = ckpt.model_state_of(model)
     # perturb batch stats so they are not the init constants
-    state["batch_stats"] = jax.tree.map(lambda v: v + jax.random.normal(jax.random.key(1), v.shape), state["batch_stats"])
+    state["batch_stats"] = jax.tree.map(lambda v: v + jax.random.normal(jax.random.key(1), v.shape, v.dtype), state["batch_stats"])
     opt = {"opt": T.make_optimizer(tiny_config(), 4)[0].init(state["params"]), "step": jnp.asarray(7, jnp.int32),
            "key": jax.random.key_data(jax.random.key(9))}
     store = ckpt.CheckpointStore(tmp_path)
