@@ -13,6 +13,10 @@ Example:
   >>> d = space.distance(a, b)   # radians
 """
 
+from geopath._src import xla_workaround as _xla_workaround
+
+_xla_workaround.apply()  # before anything can start a JAX backend
+
 from geopath._src.embedding import MDSResult
 from geopath._src.embedding import classical_mds
 from geopath._src.embedding import spherical_mds
