@@ -111,6 +111,20 @@ def _prepare_all(space, pts, ratio):
   return prepared
 
 
+def block_pairs(groups):
+  """Yields ``(gi, gj, ii, jj)`` for every pair of buckets ``gi <= gj`` that has pairs: ``ii``/``jj`` index
+  the members of the two buckets (``i < j`` within one bucket, all combinations across two)."""
+  for gi in range(len(groups)):
+    for gj in range(gi, len(groups)):
+      mi, mj = len(groups[gi][0]), len(groups[gj][0])
+      if gi == gj:
+        ii, jj = np.triu_indices(mi, 1)
+      else:
+        ii, jj = (a.ravel() for a in np.meshgrid(np.arange(mi), np.arange(mj), indexing="ij"))
+      if len(ii):
+        yield gi, gj, ii, jj
+
+
 def _block(space, gp_, gq, ii, jj, chunk):
   idx_p, shape_p, dtype, prep_p = gp_
   idx_q, shape_q, _, prep_q = gq
@@ -150,18 +164,10 @@ def pairwise_distances(space: Space, xs: Sequence[ArrayLike], *, are_points: boo
   L = len(pts)
   dtype = jnp.result_type(*[g[2] for g in groups])
   out = jnp.zeros((L, L), dtype)
-  for gi in range(len(groups)):
-    for gj in range(gi, len(groups)):
-      mi, mj = len(groups[gi][0]), len(groups[gj][0])
-      if gi == gj:
-        ii, jj = np.triu_indices(mi, 1)
-      else:
-        ii, jj = (a.ravel() for a in np.meshgrid(np.arange(mi), np.arange(mj), indexing="ij"))
-      if len(ii) == 0:
-        continue
-      rows, cols, d = _block(space, groups[gi], groups[gj], ii, jj, chunk_size)
-      out = out.at[rows, cols].set(d.astype(dtype))
-      out = out.at[cols, rows].set(d.astype(dtype))
+  for gi, gj, ii, jj in block_pairs(groups):
+    rows, cols, d = _block(space, groups[gi], groups[gj], ii, jj, chunk_size)
+    out = out.at[rows, cols].set(d.astype(dtype))
+    out = out.at[cols, rows].set(d.astype(dtype))
   return out
 
 

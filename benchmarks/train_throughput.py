@@ -1,0 +1,373 @@
+"""Train-step and inference throughput of the JAX models vs. equivalent PyTorch models on CPU.
+
+For each architecture (default: resnet20 and vgg11) this measures, at one batch size:
+
+* JAX train step: the exact jitted step of ``models.train`` (uint8 batch in; random
+  crop + flip + normalisation on device; forward, backward, SGD-Nesterov update with
+  weight decay; buffers donated);
+* JAX forward: eval-mode logits of a normalised uint8 batch (jitted);
+* PyTorch train step / forward of the same architecture (same layers, widths,
+  shortcuts, BatchNorm, same augmentation and optimiser), in both NCHW and
+  channels-last memory formats; the faster format is used for the ratio.
+
+Each number is the median over ``--repeats`` timed rounds of ``--steps`` steps,
+after ``--warmup`` untimed steps (which include JAX compilation). CPU time of the
+process is reported next to wall time: on a shared machine the ratio of CPU time
+to wall time shows whether other processes were competing for the cores.
+
+Usage::
+
+    flock /tmp/geopath-cpu.lock python benchmarks/train_throughput.py
+    python benchmarks/train_throughput.py --smoke        # tiny CI run (seconds)
+    python benchmarks/train_throughput.py --xla-flags="--xla_cpu_use_onednn=true"
+
+PyTorch is optional: without it the JAX numbers are printed and the comparison is
+skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def _time_rounds(run_round, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds per round."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        c0, w0 = time.process_time(), time.perf_counter()
+        run_round()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+# ------------------------------------------------------------------------------------------------
+# JAX
+# ------------------------------------------------------------------------------------------------
+
+
+def bench_jax(arch: str, batch_size: int, steps: int, warmup: int, repeats: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from models.capture import eval_view
+    from models.data import normalize
+    from models.nets import count_params, create_model
+    from models.train import TrainConfig, _make_steps, make_optimizer
+
+    cfg = TrainConfig(arch=arch, batch_size=batch_size, epochs=1, progress=False)
+    model = create_model(arch, rngs=nnx.Rngs(0))
+    graphdef_eval, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
+    model.train()
+    graphdef_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    model.eval()
+    tx, _ = make_optimizer(cfg, steps_per_epoch=100)
+    state = dict(params=params, batch_stats=stats, opt=tx.init(params), step=jnp.asarray(0, jnp.int32),
+                 key=jax.random.key_data(jax.random.key(0)))
+    train_step, _ = _make_steps(graphdef_train, graphdef_eval, tx, cfg)
+    rng = np.random.default_rng(0)
+    nb = 4  # a few distinct host batches, as in training
+    xs = [rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8) for _ in range(nb)]
+    ys = [rng.integers(0, 10, (batch_size,), dtype=np.int32) for _ in range(nb)]
+    metrics = jnp.zeros(3, jnp.float32)
+    holder = {"state": state, "metrics": metrics}
+
+    def train_round(n):
+        st, m = holder["state"], holder["metrics"]
+        for i in range(n):
+            st, m = train_step(st, m, xs[i % nb], ys[i % nb])
+        jax.block_until_ready(m)
+        holder["state"], holder["metrics"] = st, m
+
+    t0 = time.perf_counter()
+    train_round(1)
+    compile_s = time.perf_counter() - t0
+    train_round(max(warmup - 1, 0))
+    wall, cpu = _time_rounds(lambda: train_round(steps), repeats)
+    train_ips = batch_size * steps / wall
+
+    # (the training state above was donated; use a fresh model for inference)
+    gd, st_eval = nnx.split(eval_view(create_model(arch, rngs=nnx.Rngs(0))))
+
+    @jax.jit
+    def forward(state, x):
+        return nnx.merge(gd, state)(normalize(x))
+
+    def fwd_round(n):
+        out = None
+        for i in range(n):
+            out = forward(st_eval, xs[i % nb])
+        jax.block_until_ready(out)
+
+    fwd_round(max(warmup, 1))
+    fwall, fcpu = _time_rounds(lambda: fwd_round(steps), repeats)
+    return dict(
+        params=count_params(model),
+        train_ips=train_ips,
+        train_cpu_per_wall=cpu / wall,
+        forward_ips=batch_size * steps / fwall,
+        forward_cpu_per_wall=fcpu / fwall,
+        compile_s=compile_s,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# PyTorch (same architectures)
+# ------------------------------------------------------------------------------------------------
+
+
+def _torch_models():
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from models.nets import VGG_CONFIGS, parse_arch
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.stride, self.extra = stride, cout - cin
+
+        def forward(self, x):
+            y = F.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            s = x
+            if self.stride != 1 or self.extra:  # option A: subsample + zero-pad channels
+                s = x[:, :, :: self.stride, :: self.stride]
+                lo = self.extra // 2
+                s = F.pad(s, (0, 0, 0, 0, lo, self.extra - lo))
+            return F.relu(y + s)
+
+    class ResNet(nn.Module):
+        def __init__(self, depth, width=1.0, num_classes=10):
+            super().__init__()
+            n = (depth - 2) // 6
+            widths = [max(1, round(16 * 2**s * width)) for s in range(3)]
+            self.conv = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+            self.bn = nn.BatchNorm2d(widths[0])
+            blocks, cin = [], widths[0]
+            for s, w in enumerate(widths):
+                for b in range(n):
+                    blocks.append(Block(cin, w, 2 if s > 0 and b == 0 else 1))
+                    cin = w
+            self.blocks = nn.Sequential(*blocks)
+            self.fc = nn.Linear(cin, num_classes)
+
+        def forward(self, x):
+            x = F.relu(self.bn(self.conv(x)))
+            return self.fc(self.blocks(x).mean((2, 3)))
+
+    class VGG(nn.Module):
+        def __init__(self, depth, width=1.0, num_classes=10):
+            super().__init__()
+            layers, cin = [], 3
+            for item in VGG_CONFIGS[depth]:
+                if item == "M":
+                    layers.append(nn.MaxPool2d(2))
+                else:
+                    c = max(1, round(item * width))
+                    layers += [nn.Conv2d(cin, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+                    cin = c
+            self.features = nn.Sequential(*layers)
+            self.fc = nn.Linear(cin, num_classes)
+
+        def forward(self, x):
+            return self.fc(self.features(x).mean((2, 3)))
+
+    def build(arch):
+        family, depth, width = parse_arch(arch)
+        width = 1.0 if width is None else width
+        return ResNet(depth, width) if family == "resnet" else VGG(depth, width)
+
+    return torch, F, build
+
+
+def bench_torch(arch: str, batch_size: int, steps: int, warmup: int, repeats: int, channels_last: bool) -> dict:
+    import numpy as np
+
+    torch, F, build = _torch_models()
+    from models.data import CIFAR10_MEAN, CIFAR10_STD
+
+    torch.manual_seed(0)
+    model = build(arch)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    rng = np.random.default_rng(0)
+    nb = 4
+    xs = [torch.from_numpy(rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)) for _ in range(nb)]
+    ys = [torch.from_numpy(rng.integers(0, 10, (batch_size,), dtype=np.int64)) for _ in range(nb)]
+    ar = torch.arange(32)
+    bidx = torch.arange(batch_size)[:, None, None]
+
+    def to_input(x_u8):  # NHWC uint8 -> normalised NCHW float in the chosen memory format
+        x = x_u8.permute(0, 3, 1, 2).float().div_(255.0)
+        x = (x - mean) / std
+        return x.contiguous(memory_format=fmt)
+
+    def augment(x_u8):  # per-image random crop of the 4-padded image + random horizontal flip
+        xp = F.pad(x_u8.permute(0, 3, 1, 2), (4, 4, 4, 4)).permute(0, 2, 3, 1)
+        off = torch.randint(0, 9, (batch_size, 2))
+        flip = torch.rand(batch_size) < 0.5
+        cols = off[:, 1, None] + ar[None, :]
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+        rows = off[:, 0, None] + ar[None, :]
+        return xp[bidx, rows[:, :, None], cols[:, None, :]]
+
+    def train_round(n):
+        model.train()
+        for i in range(n):
+            x = to_input(augment(xs[i % nb]))
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), ys[i % nb])
+            loss.backward()
+            opt.step()
+        loss.item()
+
+    train_round(warmup)
+    wall, cpu = _time_rounds(lambda: train_round(steps), repeats)
+
+    def fwd_round(n):
+        model.eval()
+        with torch.inference_mode():
+            for i in range(n):
+                out = model(to_input(xs[i % nb]))
+            out.sum().item()
+
+    fwd_round(warmup)
+    fwall, fcpu = _time_rounds(lambda: fwd_round(steps), repeats)
+    return dict(
+        params=sum(p.numel() for p in model.parameters()),
+        train_ips=batch_size * steps / wall,
+        train_cpu_per_wall=cpu / wall,
+        forward_ips=batch_size * steps / fwall,
+        forward_cpu_per_wall=fcpu / fwall,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--archs", nargs="+", default=["resnet20", "vgg11"])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (JAX: includes compilation)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is reported")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch intra-op threads (default: usable cores)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--xla-flags", default=None, help="extra XLA_FLAGS for this run (set before JAX starts)")
+    p.add_argument("--no-conv-barrier", action="store_true",
+                   help="disable the XLA:CPU weight-gradient fusion barrier in models.nets (for comparison)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--smoke", action="store_true", help="tiny CI run: resnet8_w0.25 + vgg11_w0.125, batch 16, 1 round")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.archs = ["resnet8_w0.25", "vgg11_w0.125"]
+        args.batch_size, args.steps, args.warmup, args.repeats = 16, 2, 1, 1
+    if args.xla_flags:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+
+    import flax
+    import jax
+
+    import models.nets
+
+    if args.no_conv_barrier:
+        models.nets.CONV_GRAD_BARRIER = False
+    cores = _cores()
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads or cores)
+        torch_version = torch.__version__
+    except ImportError:
+        torch = None
+        torch_version = None
+    if args.no_torch:
+        torch = None
+
+    print(f"machine : {_cpu_model()}, {cores} usable cores ({platform.machine()}, {platform.system()})")
+    print(f"versions: python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
+          f"flax {flax.__version__}, torch {torch_version or 'not installed'}")
+    print(f"settings: batch {args.batch_size}, {args.steps} steps x {args.repeats} rounds (median), "
+          f"{args.warmup} warm-up steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(none)'}; "
+          f"conv grad barrier {'off' if args.no_conv_barrier else models.nets.CONV_GRAD_BARRIER}; "
+          f"torch threads {torch.get_num_threads() if torch else '-'}")
+    if torch is None and not args.no_torch:
+        print("PyTorch is not importable: skipping the PyTorch comparison.")
+    if os.getloadavg()[0] > cores + 0.5:
+        print(f"warning: load average {os.getloadavg()[0]:.1f} on {cores} cores; other processes may skew timings")
+
+    results = {}
+    for arch in args.archs:
+        r = {"jax": bench_jax(arch, args.batch_size, args.steps, args.warmup, args.repeats)}
+        if torch is not None:
+            r["torch_nchw"] = bench_torch(arch, args.batch_size, args.steps, args.warmup, args.repeats, False)
+            r["torch_cl"] = bench_torch(arch, args.batch_size, args.steps, args.warmup, args.repeats, True)
+        results[arch] = r
+
+    head = f"{'arch':<14}{'params':>10}  {'framework':<22}{'train img/s':>12}{'fwd img/s':>11}{'cpu/wall':>10}"
+    print()
+    print(head)
+    print("-" * len(head))
+    for arch, r in results.items():
+        for name, label in (("jax", "JAX/Flax NNX"), ("torch_nchw", "PyTorch NCHW"), ("torch_cl", "PyTorch channels_last")):
+            if name not in r:
+                continue
+            v = r[name]
+            print(f"{arch:<14}{v['params']:>10,}  {label:<22}{v['train_ips']:>12.0f}{v['forward_ips']:>11.0f}"
+                  f"{v['train_cpu_per_wall']:>10.2f}")
+        if "torch_cl" in r:
+            best_train = max(r["torch_nchw"]["train_ips"], r["torch_cl"]["train_ips"])
+            best_fwd = max(r["torch_nchw"]["forward_ips"], r["torch_cl"]["forward_ips"])
+            r["ratio_train"] = r["jax"]["train_ips"] / best_train
+            r["ratio_forward"] = r["jax"]["forward_ips"] / best_fwd
+            print(f"{arch:<14}{'':>10}  {'JAX / best PyTorch':<22}{r['ratio_train']:>12.2f}{r['ratio_forward']:>11.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(cpu=_cpu_model(), cores=cores, batch_size=args.batch_size,
+                           xla_flags=os.environ.get("XLA_FLAGS", ""), results=results), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
