@@ -213,13 +213,9 @@ def _gram_sqrt_eigs(x):
   if p > n:
     r = jnp.linalg.qr(_mT(x), mode="r")[..., :n, :]
     u, s, _ = jnp.linalg.svd(_mT(r), full_matrices=False)
-  else:
-    u, s, _ = jnp.linalg.svd(x, full_matrices=False)
-    pad = n - s.shape[-1]
-    if pad:  # complete U to an orthonormal basis; the extra directions get singular value 0
-      u_full, _, _ = jnp.linalg.svd(x, full_matrices=True)
-      u = u_full
-      s = jnp.concatenate([s, jnp.zeros(s.shape[:-1] + (pad,), s.dtype)], axis=-1)
+  else:  # full U: an orthonormal basis of R^n; the n - p extra directions get singular value 0
+    u, s, _ = jnp.linalg.svd(x, full_matrices=True)
+    s = jnp.concatenate([s, jnp.zeros(s.shape[:-1] + (n - p,), s.dtype)], axis=-1)
   tol = jnp.max(s, axis=-1, keepdims=True) * max(n, p) * _eps(s.dtype)
   return u, jnp.where(s > tol, s, 0.0)
 

@@ -3,9 +3,9 @@
 With jaxlib 0.10 the XLA CPU "concurrency optimized" scheduler can produce programs whose execution never
 completes: every worker thread idles and ``block_until_ready`` waits forever. We hit it with
 ``jax.vmap`` of :func:`geopath.project` (a ``fori_loop`` of SVD-based Newton steps) over zero-padded
-points, e.g. ``analyze_path`` of a network's layers, usually on the second call of the compiled function.
+points, e.g. ``analyze_path`` of a network's layers, on the first or a later call of the compiled function.
 Turning that scheduler off (``--xla_cpu_enable_concurrency_optimized_scheduler=false``) removed the hang
-in every reproduction we had and costs nothing measurable on geopath's kernels (see ``benchmarks/``).
+in every reproduction we had; its cost on speed is measured in ``benchmarks/results.md``.
 
 XLA reads ``XLA_FLAGS`` once, when the first backend is created, so :func:`apply` only helps when geopath is
 imported before any JAX computation runs; otherwise it warns. Opt out with ``GEOPATH_XLA_WORKAROUND=0``; a
