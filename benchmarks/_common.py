@@ -39,7 +39,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Machine information
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
@@ -92,19 +92,24 @@ def geopath_source_digest() -> str:
   return h.hexdigest()[:12] if files else "absent"
 
 
+def usable_cores() -> int:
+  """Cores this process may run on (its CPU affinity), else ``os.cpu_count()``."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
 def machine_info() -> dict[str, Any]:
   """CPU model, cores, RAM, library versions, date and load -- printed at the top of every run."""
-  try:
-    affinity = len(os.sched_getaffinity(0))
-  except AttributeError:
-    affinity = os.cpu_count()
+  affinity = usable_cores()
   try:
     load = os.getloadavg()
   except OSError:
     load = (float("nan"),) * 3
   info = {
       "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-      "cpu": _cpu_model(),
+      "cpu": cpu_model(),
       "cpu_flags": _cpu_flags(),
       "cores": os.cpu_count(),
       "cores_usable": affinity,

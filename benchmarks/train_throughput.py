@@ -40,23 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
+from benchmarks._common import cpu_model, usable_cores  # noqa: E402
 
 
 def _time_rounds(run_round, repeats: int) -> tuple[float, float]:
@@ -313,7 +297,7 @@ def main(argv=None) -> int:
 
     if args.no_conv_barrier:
         models.nets.CONV_GRAD_BARRIER = False
-    cores = _cores()
+    cores = usable_cores()
     try:
         import torch
 
@@ -325,7 +309,7 @@ def main(argv=None) -> int:
     if args.no_torch:
         torch = None
 
-    print(f"machine : {_cpu_model()}, {cores} usable cores ({platform.machine()}, {platform.system()})")
+    print(f"machine : {cpu_model()}, {cores} usable cores ({platform.machine()}, {platform.system()})")
     print(f"versions: python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
           f"flax {flax.__version__}, torch {torch_version or 'not installed'}")
     print(f"settings: batch {args.batch_size}, {args.steps} steps x {args.repeats} rounds (median), "
@@ -364,7 +348,7 @@ def main(argv=None) -> int:
             print(f"{arch:<14}{'':>10}  {'JAX / best PyTorch':<22}{r['ratio_train']:>12.2f}{r['ratio_forward']:>11.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(cpu=_cpu_model(), cores=cores, batch_size=args.batch_size,
+            json.dump(dict(cpu=cpu_model(), cores=cores, batch_size=args.batch_size,
                            xla_flags=os.environ.get("XLA_FLAGS", ""), results=results), f, indent=1)
     return 0
 
