@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cpu_model, usable_cores  # noqa: E402
+from benchmarks._common import cpu_model  # noqa: E402
+from benchmarks._common import usable_cores  # noqa: E402
 
 
 def _time_rounds(run_round, repeats: int) -> tuple[float, float]:
@@ -67,8 +68,11 @@ def bench_jax(arch: str, batch_size: int, steps: int, warmup: int, repeats: int)
 
     from models.capture import eval_view
     from models.data import normalize
-    from models.nets import count_params, create_model
-    from models.train import TrainConfig, _make_steps, make_optimizer
+    from models.nets import count_params
+    from models.nets import create_model
+    from models.train import TrainConfig
+    from models.train import _make_steps
+    from models.train import make_optimizer
 
     cfg = TrainConfig(arch=arch, batch_size=batch_size, epochs=1, progress=False)
     model = create_model(arch, rngs=nnx.Rngs(0))
@@ -77,8 +81,13 @@ def bench_jax(arch: str, batch_size: int, steps: int, warmup: int, repeats: int)
     graphdef_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.eval()
     tx, _ = make_optimizer(cfg, steps_per_epoch=100)
-    state = dict(params=params, batch_stats=stats, opt=tx.init(params), step=jnp.asarray(0, jnp.int32),
-                 key=jax.random.key_data(jax.random.key(0)))
+    state = dict(
+        params=params,
+        batch_stats=stats,
+        opt=tx.init(params),
+        step=jnp.asarray(0, jnp.int32),
+        key=jax.random.key_data(jax.random.key(0)),
+    )
     train_step, _ = _make_steps(graphdef_train, graphdef_eval, tx, cfg)
     rng = np.random.default_rng(0)
     nb = 4  # a few distinct host batches, as in training
@@ -136,7 +145,8 @@ def _torch_models():
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from models.nets import VGG_CONFIGS, parse_arch
+    from models.nets import VGG_CONFIGS
+    from models.nets import parse_arch
 
     class Block(nn.Module):
         def __init__(self, cin, cout, stride):
@@ -185,7 +195,11 @@ def _torch_models():
                     layers.append(nn.MaxPool2d(2))
                 else:
                     c = max(1, round(item * width))
-                    layers += [nn.Conv2d(cin, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+                    layers += [
+                        nn.Conv2d(cin, c, 3, 1, 1, bias=False),
+                        nn.BatchNorm2d(c),
+                        nn.ReLU(inplace=True),
+                    ]
                     cin = c
             self.features = nn.Sequential(*layers)
             self.fc = nn.Linear(cin, num_classes)
@@ -201,11 +215,14 @@ def _torch_models():
     return torch, F, build
 
 
-def bench_torch(arch: str, batch_size: int, steps: int, warmup: int, repeats: int, channels_last: bool) -> dict:
+def bench_torch(
+    arch: str, batch_size: int, steps: int, warmup: int, repeats: int, channels_last: bool
+) -> dict:
     import numpy as np
 
     torch, F, build = _torch_models()
-    from models.data import CIFAR10_MEAN, CIFAR10_STD
+    from models.data import CIFAR10_MEAN
+    from models.data import CIFAR10_STD
 
     torch.manual_seed(0)
     model = build(arch)
@@ -270,19 +287,28 @@ def bench_torch(arch: str, batch_size: int, steps: int, warmup: int, repeats: in
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--archs", nargs="+", default=["resnet20", "vgg11"])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=5, help="steps per timed round")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (JAX: includes compilation)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is reported")
-    p.add_argument("--threads", type=int, default=None, help="PyTorch intra-op threads (default: usable cores)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="PyTorch intra-op threads (default: usable cores)"
+    )
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--xla-flags", default=None, help="extra XLA_FLAGS for this run (set before JAX starts)")
-    p.add_argument("--no-conv-barrier", action="store_true",
-                   help="disable the XLA:CPU weight-gradient fusion barrier in models.nets (for comparison)")
+    p.add_argument(
+        "--no-conv-barrier",
+        action="store_true",
+        help="disable the XLA:CPU weight-gradient fusion barrier in models.nets (for comparison)",
+    )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    p.add_argument("--smoke", action="store_true", help="tiny CI run: resnet8_w0.25 + vgg11_w0.125, batch 16, 1 round")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny CI run: resnet8_w0.25 + vgg11_w0.125, batch 16, 1 round"
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.archs = ["resnet8_w0.25", "vgg11_w0.125"]
@@ -310,16 +336,22 @@ def main(argv=None) -> int:
         torch = None
 
     print(f"machine : {cpu_model()}, {cores} usable cores ({platform.machine()}, {platform.system()})")
-    print(f"versions: python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
-          f"flax {flax.__version__}, torch {torch_version or 'not installed'}")
-    print(f"settings: batch {args.batch_size}, {args.steps} steps x {args.repeats} rounds (median), "
-          f"{args.warmup} warm-up steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(none)'}; "
-          f"conv grad barrier {'off' if args.no_conv_barrier else models.nets.CONV_GRAD_BARRIER}; "
-          f"torch threads {torch.get_num_threads() if torch else '-'}")
+    print(
+        f"versions: python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
+        f"flax {flax.__version__}, torch {torch_version or 'not installed'}"
+    )
+    print(
+        f"settings: batch {args.batch_size}, {args.steps} steps x {args.repeats} rounds (median), "
+        f"{args.warmup} warm-up steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(none)'}; "
+        f"conv grad barrier {'off' if args.no_conv_barrier else models.nets.CONV_GRAD_BARRIER}; "
+        f"torch threads {torch.get_num_threads() if torch else '-'}"
+    )
     if torch is None and not args.no_torch:
         print("PyTorch is not importable: skipping the PyTorch comparison.")
     if os.getloadavg()[0] > cores + 0.5:
-        print(f"warning: load average {os.getloadavg()[0]:.1f} on {cores} cores; other processes may skew timings")
+        print(
+            f"warning: load average {os.getloadavg()[0]:.1f} on {cores} cores; other processes may skew timings"
+        )
 
     results = {}
     for arch in args.archs:
@@ -329,27 +361,46 @@ def main(argv=None) -> int:
             r["torch_cl"] = bench_torch(arch, args.batch_size, args.steps, args.warmup, args.repeats, True)
         results[arch] = r
 
-    head = f"{'arch':<14}{'params':>10}  {'framework':<22}{'train img/s':>12}{'fwd img/s':>11}{'cpu/wall':>10}"
+    head = (
+        f"{'arch':<14}{'params':>10}  {'framework':<22}{'train img/s':>12}{'fwd img/s':>11}{'cpu/wall':>10}"
+    )
     print()
     print(head)
     print("-" * len(head))
     for arch, r in results.items():
-        for name, label in (("jax", "JAX/Flax NNX"), ("torch_nchw", "PyTorch NCHW"), ("torch_cl", "PyTorch channels_last")):
+        for name, label in (
+            ("jax", "JAX/Flax NNX"),
+            ("torch_nchw", "PyTorch NCHW"),
+            ("torch_cl", "PyTorch channels_last"),
+        ):
             if name not in r:
                 continue
             v = r[name]
-            print(f"{arch:<14}{v['params']:>10,}  {label:<22}{v['train_ips']:>12.0f}{v['forward_ips']:>11.0f}"
-                  f"{v['train_cpu_per_wall']:>10.2f}")
+            print(
+                f"{arch:<14}{v['params']:>10,}  {label:<22}{v['train_ips']:>12.0f}{v['forward_ips']:>11.0f}"
+                f"{v['train_cpu_per_wall']:>10.2f}"
+            )
         if "torch_cl" in r:
             best_train = max(r["torch_nchw"]["train_ips"], r["torch_cl"]["train_ips"])
             best_fwd = max(r["torch_nchw"]["forward_ips"], r["torch_cl"]["forward_ips"])
             r["ratio_train"] = r["jax"]["train_ips"] / best_train
             r["ratio_forward"] = r["jax"]["forward_ips"] / best_fwd
-            print(f"{arch:<14}{'':>10}  {'JAX / best PyTorch':<22}{r['ratio_train']:>12.2f}{r['ratio_forward']:>11.2f}")
+            print(
+                f"{arch:<14}{'':>10}  {'JAX / best PyTorch':<22}{r['ratio_train']:>12.2f}{r['ratio_forward']:>11.2f}"
+            )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(cpu=cpu_model(), cores=cores, batch_size=args.batch_size,
-                           xla_flags=os.environ.get("XLA_FLAGS", ""), results=results), f, indent=1)
+            json.dump(
+                dict(
+                    cpu=cpu_model(),
+                    cores=cores,
+                    batch_size=args.batch_size,
+                    xla_flags=os.environ.get("XLA_FLAGS", ""),
+                    results=results,
+                ),
+                f,
+                indent=1,
+            )
     return 0
 
 

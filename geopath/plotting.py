@@ -22,7 +22,9 @@ Functions:
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -119,8 +121,17 @@ def plot_paths_2d(
             ax.scatter(C[:, 0], C[:, 1], C[:, 2], color=col, s=14)
             if L > 1:
                 d = np.diff(C, axis=0)
-                ax.quiver(C[:-1, 0], C[:-1, 1], C[:-1, 2], d[:, 0], d[:, 1], d[:, 2],
-                          color=col, arrow_length_ratio=0.25, lw=1.0)
+                ax.quiver(
+                    C[:-1, 0],
+                    C[:-1, 1],
+                    C[:-1, 2],
+                    d[:, 0],
+                    d[:, 1],
+                    d[:, 2],
+                    color=col,
+                    arrow_length_ratio=0.25,
+                    lw=1.0,
+                )
             ax.scatter(*C[0], color=col, s=70, marker="o", edgecolors="k")
             ax.scatter(*C[-1], color=col, s=70, marker="s", edgecolors="k")
         else:
@@ -130,8 +141,9 @@ def plot_paths_2d(
                     "",
                     xy=(C[i + 1, 0], C[i + 1, 1]),
                     xytext=(C[i, 0], C[i, 1]),
-                    arrowprops=dict(arrowstyle="-|>", color=col, lw=1.3, shrinkA=2, shrinkB=2,
-                                    mutation_scale=10),
+                    arrowprops=dict(
+                        arrowstyle="-|>", color=col, lw=1.3, shrinkA=2, shrinkB=2, mutation_scale=10
+                    ),
                 )
             ax.plot(C[0, 0], C[0, 1], "o", color=col, ms=9, mec="k", zorder=5)
             ax.plot(C[-1, 0], C[-1, 1], "s", color=col, ms=9, mec="k", zorder=5)
@@ -139,8 +151,14 @@ def plot_paths_2d(
                 names = list(layer_labels[name])
                 for i in (0, L - 1):
                     if i < len(names):
-                        ax.annotate(names[i], (C[i, 0], C[i, 1]), textcoords="offset points",
-                                    xytext=(5, 5), fontsize=7, color=col)
+                        ax.annotate(
+                            names[i],
+                            (C[i, 0], C[i, 1]),
+                            textcoords="offset points",
+                            xytext=(5, 5),
+                            fontsize=7,
+                            color=col,
+                        )
         handles.append(Line2D([], [], color=col, marker="o", ms=4, lw=1.3, label=f"{name} ({L} layers)"))
 
     handles.append(Line2D([], [], color="gray", marker="o", ms=8, mec="k", lw=0, label="first layer (input)"))
@@ -212,7 +230,9 @@ def plot_distance_matrix(
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    im = ax.imshow(D, cmap=cmap, interpolation="nearest", aspect="equal" if D.shape[0] == D.shape[1] else "auto")
+    im = ax.imshow(
+        D, cmap=cmap, interpolation="nearest", aspect="equal" if D.shape[0] == D.shape[1] else "auto"
+    )
     cb = fig.colorbar(im, ax=ax, shrink=0.85)
     cb.set_label(f"distance{_unit_suffix(units)}")
 
@@ -282,7 +302,9 @@ def plot_depth_profiles(
     for (name, a), col in zip(analysis_by_model.items(), colors):
         dt = _field(a, "dist_to_target")
         if dt.ndim != 1:
-            raise ValueError(f"{name}: expected a single path's analysis (1-D per-layer fields); got shape {dt.shape}")
+            raise ValueError(
+                f"{name}: expected a single path's analysis (1-D per-layer fields); got shape {dt.shape}"
+            )
         L = dt.shape[0]
         x = _depth_axis(L, depth)
         kw = dict(color=col, marker="o", ms=3, lw=1.4, label=name)
@@ -338,8 +360,11 @@ def plot_training(
       The matplotlib figure.
     """
     _, Figure = _mpl()
-    if isinstance(analyses_over_steps, Mapping) and not hasattr(analyses_over_steps, "_fields") and \
-            "length" not in analyses_over_steps:
+    if (
+        isinstance(analyses_over_steps, Mapping)
+        and not hasattr(analyses_over_steps, "_fields")
+        and "length" not in analyses_over_steps
+    ):
         by_model = dict(analyses_over_steps)
     else:
         by_model = {"": analyses_over_steps}

@@ -27,17 +27,15 @@ from geopath._src import xla_workaround as _xla_workaround
 _xla_workaround.apply()  # XLA CPU deadlock workaround; must run before JAX starts a backend
 
 from .capture import capture
-from .nets import (
-    VGG,
-    VGG_CONFIGS,
-    BasicBlock,
-    ResNet,
-    available_architectures,
-    count_params,
-    create_model,
-    layer_names,
-    parse_arch,
-)
+from .nets import VGG
+from .nets import VGG_CONFIGS
+from .nets import BasicBlock
+from .nets import ResNet
+from .nets import available_architectures
+from .nets import count_params
+from .nets import create_model
+from .nets import layer_names
+from .nets import parse_arch
 
 __all__ = [
     "create_model",

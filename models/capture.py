@@ -10,7 +10,9 @@ stays in train mode and its BatchNorm statistics are not touched.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +77,7 @@ def capture(
     images: Any,
     layers: str | Sequence[str] | None = None,
     batch_size: int = 500,
-) -> "OrderedDict[str, np.ndarray]":
+) -> OrderedDict[str, np.ndarray]:
     """Returns the representations of ``images`` at the chosen layers.
 
     Args:

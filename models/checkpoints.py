@@ -26,8 +26,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -97,8 +98,10 @@ def unflatten_like(template: Any, flat: Mapping[str, Any]) -> Any:
 
 
 def _abstract(flat: Mapping[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
-    return {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype if hasattr(v, "dtype") else np.result_type(v))
-            for k, v in flat.items()}
+    return {
+        k: jax.ShapeDtypeStruct(np.shape(v), v.dtype if hasattr(v, "dtype") else np.result_type(v))
+        for k, v in flat.items()
+    }
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -172,7 +175,9 @@ class CheckpointStore:
             read_only=read_only,
         )
         with _quiet_absl() if read_only else contextlib.nullcontext():
-            self.manager = ocp.CheckpointManager(self.root, options=options, item_names=("model", "opt", "meta"))
+            self.manager = ocp.CheckpointManager(
+                self.root, options=options, item_names=("model", "opt", "meta")
+            )
         self.index = read_index(self.workdir)
 
     # -- writing ---------------------------------------------------------------------------------------------
@@ -311,7 +316,9 @@ def load_checkpoint(workdir: str | os.PathLike, step: int | str | None = None):
     try:
         resolved = store.resolve(step)
         meta = store.restore_meta(resolved)
-        model = create_model(meta["arch"], num_classes=meta["num_classes"], rngs=nnx.Rngs(0), **meta.get("model_kwargs", {}))
+        model = create_model(
+            meta["arch"], num_classes=meta["num_classes"], rngs=nnx.Rngs(0), **meta.get("model_kwargs", {})
+        )
         template = model_state_of(model)
         restored = store.restore(resolved, model_template=template)
     finally:

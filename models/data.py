@@ -35,9 +35,12 @@ import multiprocessing
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 
@@ -254,7 +257,9 @@ def _looks_like_class_tree(root: str | os.PathLike) -> bool:
     return any(os.path.isdir(os.path.join(d, c)) for d in subdirs for c in CLASSES)
 
 
-def _scan_split(root: Path, split: str, limit_per_class: int | None) -> tuple[Path, list[tuple[str, int, int, int]]]:
+def _scan_split(
+    root: Path, split: str, limit_per_class: int | None
+) -> tuple[Path, list[tuple[str, int, int, int]]]:
     """Lists the image files of a class-folder split.
 
     Returns:
@@ -266,14 +271,20 @@ def _scan_split(root: Path, split: str, limit_per_class: int | None) -> tuple[Pa
         raise FileNotFoundError(f"CIFAR-10 folder not found: {root}")
     split_dir = root / split
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"CIFAR-10 split folder not found: {split_dir} (expected {root}/<split>/<class>/*.jpg)")
+        raise FileNotFoundError(
+            f"CIFAR-10 split folder not found: {split_dir} (expected {root}/<split>/<class>/*.jpg)"
+        )
 
     class_dirs = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
     if not class_dirs:
-        raise ValueError(f"no class folders in {split_dir} (expected one folder per class: {', '.join(CLASSES)})")
+        raise ValueError(
+            f"no class folders in {split_dir} (expected one folder per class: {', '.join(CLASSES)})"
+        )
     unknown = [c for c in class_dirs if c not in CLASSES]
     if unknown:
-        raise ValueError(f"unknown class folder(s) {unknown} in {split_dir}; CIFAR-10 classes are {list(CLASSES)}")
+        raise ValueError(
+            f"unknown class folder(s) {unknown} in {split_dir}; CIFAR-10 classes are {list(CLASSES)}"
+        )
     missing = [c for c in CLASSES if c not in class_dirs]
     if missing:
         raise ValueError(f"missing class folder(s) {missing} in {split_dir}")
@@ -284,7 +295,9 @@ def _scan_split(root: Path, split: str, limit_per_class: int | None) -> tuple[Pa
         names = sorted(
             e.name
             for e in os.scandir(class_dir)
-            if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in _IMAGE_SUFFIXES and e.is_file()
+            if not e.name.startswith(".")
+            and os.path.splitext(e.name)[1].lower() in _IMAGE_SUFFIXES
+            and e.is_file()
         )
         if not names:
             raise ValueError(f"class folder {class_dir} contains no images (*.jpg, *.jpeg, *.png)")
@@ -361,7 +374,9 @@ def _decode_files(paths: Sequence[str], desc: str) -> np.ndarray:
                 bar.update(len(chunk))
             return out
         ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(workers, len(chunks)), mp_context=ctx
+        ) as pool:
             futures = {pool.submit(_decode_chunk, chunk): (start, len(chunk)) for start, chunk in chunks}
             try:
                 for fut in concurrent.futures.as_completed(futures):
@@ -384,7 +399,9 @@ def _load_folder(
 ) -> Dataset:
     split_dir, files = _scan_split(root, split, limit_per_class)
     labels = np.array([f[1] for f in files], dtype=np.int32)
-    desc = f"folder:{os.path.abspath(split_dir)}" + (f" [limit_per_class={limit_per_class}]" if limit_per_class else "")
+    desc = f"folder:{os.path.abspath(split_dir)}" + (
+        f" [limit_per_class={limit_per_class}]" if limit_per_class else ""
+    )
 
     cache_path: Path | None = None
     fp = _fingerprint(split, files, limit_per_class)
@@ -455,7 +472,9 @@ def _load_tfds(split: str, *, data_dir: str | os.PathLike | None, limit_per_clas
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - installed in this project
-        raise ImportError("source='tfds' needs tensorflow_datasets and array_record (pip install geopath[models])") from e
+        raise ImportError(
+            "source='tfds' needs tensorflow_datasets and array_record (pip install geopath[models])"
+        ) from e
 
     try:
         src = tfds.data_source(
@@ -524,7 +543,9 @@ def _arrays_from_records(src: Any, limit_per_class: int | None, desc: str) -> tu
                     continue
                 img = np.asarray(rec["image"])
                 if img.shape != IMAGE_SHAPE or img.dtype != np.uint8:
-                    raise ValueError(f"record {key}: image has shape {img.shape} dtype {img.dtype}; expected uint8 {IMAGE_SHAPE}")
+                    raise ValueError(
+                        f"record {key}: image has shape {img.shape} dtype {img.dtype}; expected uint8 {IMAGE_SHAPE}"
+                    )
                 images.append(img)
                 labels.append(label)
                 counts[label] += 1

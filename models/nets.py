@@ -54,7 +54,7 @@ import functools
 import math
 import re
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -82,8 +82,27 @@ VGG_CONFIGS: dict[int, tuple[Any, ...]] = {
     13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
     19: (
-        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-        512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
     ),
 }
 
@@ -157,7 +176,12 @@ def _im2col_conv(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array
     wo = (wd + 2 * pad - k) // stride + 1
     xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     cols = [
-        jax.lax.slice(xp, (0, i, j, 0), (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, cin), (1, stride, stride, 1))
+        jax.lax.slice(
+            xp,
+            (0, i, j, 0),
+            (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, cin),
+            (1, stride, stride, 1),
+        )
         for i in range(k)
         for j in range(k)
     ]
@@ -288,7 +312,7 @@ class ResNet(nnx.Module):
     def layer_names(self) -> list[str]:
         return ["input", "stem", *self._block_names(), "pool", "logits"]
 
-    def forward(self, x: jax.Array) -> "OrderedDict[str, jax.Array]":
+    def forward(self, x: jax.Array) -> OrderedDict[str, jax.Array]:
         out: OrderedDict[str, jax.Array] = OrderedDict()
         out["input"] = x
         h = nnx.relu(self.stem_bn(self.stem_conv(x)))
@@ -358,7 +382,7 @@ class VGG(nnx.Module):
     def layer_names(self) -> list[str]:
         return ["input", *self._names, "features", "logits"]
 
-    def forward(self, x: jax.Array) -> "OrderedDict[str, jax.Array]":
+    def forward(self, x: jax.Array) -> OrderedDict[str, jax.Array]:
         out: OrderedDict[str, jax.Array] = OrderedDict()
         out["input"] = x
         h = x

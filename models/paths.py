@@ -46,8 +46,11 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -119,8 +122,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _TRAIN_FIELDS = (
-    "train_subset", "test_subset", "epochs", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay",
-    "momentum", "nesterov", "milestones", "ckpt_every_epochs", "seed", "data_dir", "data_source",
+    "train_subset",
+    "test_subset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "momentum",
+    "nesterov",
+    "milestones",
+    "ckpt_every_epochs",
+    "seed",
+    "data_dir",
+    "data_source",
 )
 
 
@@ -149,22 +165,45 @@ def parse_metric(name: str) -> MetricSpec:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"metric {name!r}: alpha must lie in [0, 1]")
         if m.group(1) == "angular":
-            return MetricSpec(name, f"angular shape metric (Williams et al. 2021), alpha={alpha:g}", "radians",
-                              lambda: gp.AngularShape(alpha=alpha))
-        return MetricSpec(name, f"Euclidean shape metric (Procrustes distance), alpha={alpha:g}",
-                          "Frobenius units", lambda: gp.EuclideanShape(alpha=alpha))
+            return MetricSpec(
+                name,
+                f"angular shape metric (Williams et al. 2021), alpha={alpha:g}",
+                "radians",
+                lambda: gp.AngularShape(alpha=alpha),
+            )
+        return MetricSpec(
+            name,
+            f"Euclidean shape metric (Procrustes distance), alpha={alpha:g}",
+            "Frobenius units",
+            lambda: gp.EuclideanShape(alpha=alpha),
+        )
     fixed = {
         "angular_cka": ("angular CKA, arccos(linear CKA)", "radians", lambda: gp.AngularCKA()),
-        "angular_cka_unbiased": ("angular CKA with the unbiased HSIC estimator", "radians",
-                                 lambda: gp.AngularCKA(unbiased=True)),
-        "angular_cka_rbf": ("angular CKA, RBF kernel (median heuristic)", "radians",
-                            lambda: gp.AngularCKA(kernel="rbf")),
-        "stress": ("stress: RMS difference of the pairwise-distance matrices", "input-distance units",
-                   lambda: gp.Stress()),
-        "stress_normalized": ("stress of RMS-normalised distance matrices", "relative units",
-                              lambda: gp.Stress(normalize=True)),
-        "affine": ("affine-invariant Riemannian metric on centred Gram matrices (eps=1e-3)", "dimensionless",
-                   lambda: gp.AffineInvariant(eps=1e-3)),
+        "angular_cka_unbiased": (
+            "angular CKA with the unbiased HSIC estimator",
+            "radians",
+            lambda: gp.AngularCKA(unbiased=True),
+        ),
+        "angular_cka_rbf": (
+            "angular CKA, RBF kernel (median heuristic)",
+            "radians",
+            lambda: gp.AngularCKA(kernel="rbf"),
+        ),
+        "stress": (
+            "stress: RMS difference of the pairwise-distance matrices",
+            "input-distance units",
+            lambda: gp.Stress(),
+        ),
+        "stress_normalized": (
+            "stress of RMS-normalised distance matrices",
+            "relative units",
+            lambda: gp.Stress(normalize=True),
+        ),
+        "affine": (
+            "affine-invariant Riemannian metric on centred Gram matrices (eps=1e-3)",
+            "dimensionless",
+            lambda: gp.AffineInvariant(eps=1e-3),
+        ),
     }
     if name in fixed:
         desc, units, make = fixed[name]
@@ -175,8 +214,18 @@ def parse_metric(name: str) -> MetricSpec:
     )
 
 
-METRICS = ("angular_shape", "angular_shape_a0.5", "angular_shape_a0", "euclidean_shape", "angular_cka",
-           "angular_cka_unbiased", "angular_cka_rbf", "stress", "stress_normalized", "affine")
+METRICS = (
+    "angular_shape",
+    "angular_shape_a0.5",
+    "angular_shape_a0",
+    "euclidean_shape",
+    "angular_cka",
+    "angular_cka_unbiased",
+    "angular_cka_rbf",
+    "stress",
+    "stress_normalized",
+    "affine",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -253,16 +302,31 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                   help="cpu: 4 small networks, a few epochs on 5k images (minutes per network on 2 cores); "
-                        "paper: full CIFAR-10, 164 epochs, ResNet-20/32/56, VGG-11/16 (GPU); tiny: smoke test. "
-                        "Explicit flags override the preset.")
-    p.add_argument("--archs", default=None, help="comma-separated architectures, e.g. resnet8,resnet14,vgg11_w0.25")
-    p.add_argument("--metrics", default=None,
-                   help=f"comma-separated metrics; available: {', '.join(METRICS)} (angular_shape_aALPHA and "
-                        "euclidean_shape_aALPHA for any alpha in [0, 1])")
-    p.add_argument("--workdir", default="runs/paths", help="training runs (<workdir>/<arch>) and the representation cache")
-    p.add_argument("--out", default="results/paths", help="results folder (figures/, results.json, report.md)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="cpu",
+        help="cpu: 4 small networks, a few epochs on 5k images (minutes per network on 2 cores); "
+        "paper: full CIFAR-10, 164 epochs, ResNet-20/32/56, VGG-11/16 (GPU); tiny: smoke test. "
+        "Explicit flags override the preset.",
+    )
+    p.add_argument(
+        "--archs", default=None, help="comma-separated architectures, e.g. resnet8,resnet14,vgg11_w0.25"
+    )
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help=f"comma-separated metrics; available: {', '.join(METRICS)} (angular_shape_aALPHA and "
+        "euclidean_shape_aALPHA for any alpha in [0, 1])",
+    )
+    p.add_argument(
+        "--workdir",
+        default="runs/paths",
+        help="training runs (<workdir>/<arch>) and the representation cache",
+    )
+    p.add_argument(
+        "--out", default="results/paths", help="results folder (figures/, results.json, report.md)"
+    )
     p.add_argument("--cache-dir", default=None, help="representation cache (default <workdir>/rep_cache)")
     g = p.add_argument_group("training (models.train.TrainConfig)")
     g.add_argument("--train-subset", type=int, default=None, help="training images (class-balanced); 0 = all")
@@ -275,19 +339,35 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=None)
     g.add_argument("--ckpt-every-epochs", type=int, default=None)
     g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--data-dir", default=None, help="CIFAR-10 class-folder root or TFDS dir (default: $GEOPATH_CIFAR10_DIR / shared copy)")
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="CIFAR-10 class-folder root or TFDS dir (default: $GEOPATH_CIFAR10_DIR / shared copy)",
+    )
     g.add_argument("--data-source", choices=("auto", "folder", "tfds"), default=None)
-    g.add_argument("--no-train", action="store_true", help="do not train: use only the checkpoints already in --workdir")
-    g.add_argument("--overwrite-runs", action="store_true", help="retrain from scratch when a run's config differs")
+    g.add_argument(
+        "--no-train", action="store_true", help="do not train: use only the checkpoints already in --workdir"
+    )
+    g.add_argument(
+        "--overwrite-runs", action="store_true", help="retrain from scratch when a run's config differs"
+    )
     g = p.add_argument_group("probe set and analysis")
     g.add_argument("--probe-split", default=None, help="split the probe set is drawn from (default test)")
     g.add_argument("--probe-per-class", type=int, default=None, help="probe images per class")
     g.add_argument("--probe-seed", type=int, default=None)
     g.add_argument("--capture-batch-size", type=int, default=None)
-    g.add_argument("--max-checkpoints", type=int, default=None,
-                   help="analyse at most this many checkpoints per network (log-evenly spaced; first and last kept)")
-    g.add_argument("--precision", choices=("float64", "float32"), default=None,
-                   help="precision of the geometry (training is always float32)")
+    g.add_argument(
+        "--max-checkpoints",
+        type=int,
+        default=None,
+        help="analyse at most this many checkpoints per network (log-evenly spaced; first and last kept)",
+    )
+    g.add_argument(
+        "--precision",
+        choices=("float64", "float32"),
+        default=None,
+        help="precision of the geometry (training is always float32)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -297,13 +377,23 @@ def options_from_args(argv: Sequence[str] | None = None) -> Options:
     fields: dict[str, Any] = dict(PRESETS[args.preset])
     fields["preset"] = args.preset
     direct = {
-        "train_subset": args.train_subset, "test_subset": args.test_subset, "epochs": args.epochs,
-        "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
-        "warmup_epochs": args.warmup_epochs, "weight_decay": args.weight_decay,
-        "ckpt_every_epochs": args.ckpt_every_epochs, "seed": args.seed, "data_dir": args.data_dir,
-        "data_source": args.data_source, "probe_split": args.probe_split,
-        "probe_per_class": args.probe_per_class, "probe_seed": args.probe_seed,
-        "capture_batch_size": args.capture_batch_size, "max_checkpoints": args.max_checkpoints,
+        "train_subset": args.train_subset,
+        "test_subset": args.test_subset,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "schedule": args.schedule,
+        "warmup_epochs": args.warmup_epochs,
+        "weight_decay": args.weight_decay,
+        "ckpt_every_epochs": args.ckpt_every_epochs,
+        "seed": args.seed,
+        "data_dir": args.data_dir,
+        "data_source": args.data_source,
+        "probe_split": args.probe_split,
+        "probe_per_class": args.probe_per_class,
+        "probe_seed": args.probe_seed,
+        "capture_batch_size": args.capture_batch_size,
+        "max_checkpoints": args.max_checkpoints,
         "precision": args.precision,
     }
     fields.update({k: v for k, v in direct.items() if v is not None})
@@ -314,8 +404,14 @@ def options_from_args(argv: Sequence[str] | None = None) -> Options:
         fields["archs"] = tuple(a.strip() for a in args.archs.split(",") if a.strip())
     if args.metrics:
         fields["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    fields.update(workdir=args.workdir, out=args.out, cache_dir=args.cache_dir, train=not args.no_train,
-                  overwrite_runs=args.overwrite_runs, progress=not args.no_progress)
+    fields.update(
+        workdir=args.workdir,
+        out=args.out,
+        cache_dir=args.cache_dir,
+        train=not args.no_train,
+        overwrite_runs=args.overwrite_runs,
+        progress=not args.no_progress,
+    )
     opts = Options(**fields)
     _validate(opts)
     return opts
@@ -404,18 +500,25 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
                 return None
             names = [str(s) for s in z["names"]]
             reps = [z[f"layer{i:03d}"] for i in range(len(names))]
-            return dict(names=names, reps=reps, logits=z["logits"], widths=z["widths"].tolist(),
-                        meta=json.loads(str(z["meta"])))
+            return dict(
+                names=names,
+                reps=reps,
+                logits=z["logits"],
+                widths=z["widths"].tolist(),
+                meta=json.loads(str(z["meta"])),
+            )
     except (OSError, KeyError, ValueError):
         return None  # unreadable / partial: recompute
 
 
-def _capture_checkpoint(run_dir: Path, step: int, probe_images: np.ndarray, batch_size: int) -> dict[str, Any]:
+def _capture_checkpoint(
+    run_dir: Path, step: int, probe_images: np.ndarray, batch_size: int
+) -> dict[str, Any]:
     """Loads one checkpoint and captures every layer's representation of the probe images."""
+    import logging
+
     from .capture import capture
     from .train import load_checkpoint
-
-    import logging
 
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
@@ -429,14 +532,28 @@ def _capture_checkpoint(run_dir: Path, step: int, probe_images: np.ndarray, batc
     widths = [int(np.prod(v.shape[1:])) for v in reps.values()]
     logits = np.asarray(reps["logits"], np.float32).reshape(len(probe_images), -1)
     compact = [compact_representation(v) for v in reps.values()]
-    keep_meta = {k: meta.get(k) for k in ("step", "epoch", "test_acc", "test_loss", "train_acc", "train_loss", "lr",
-                                          "n_train", "steps_per_epoch", "total_steps")
-                 if meta.get(k) is not None}
+    keep_meta = {
+        k: meta.get(k)
+        for k in (
+            "step",
+            "epoch",
+            "test_acc",
+            "test_loss",
+            "train_acc",
+            "train_loss",
+            "lr",
+            "n_train",
+            "steps_per_epoch",
+            "total_steps",
+        )
+        if meta.get(k) is not None
+    }
     return dict(names=names, reps=compact, logits=logits, widths=widths, meta=keep_meta)
 
 
-def load_or_capture(cache_dir: Path, run_dir: Path, arch: str, step: int, probe, batch_size: int,
-                    stats: dict[str, int]) -> dict[str, Any]:
+def load_or_capture(
+    cache_dir: Path, run_dir: Path, arch: str, step: int, probe, batch_size: int, stats: dict[str, int]
+) -> dict[str, Any]:
     path = _cache_path(cache_dir, arch, _run_id(run_dir), step, probe.hash)
     hit = _read_cache(path)
     if hit is not None:
@@ -445,8 +562,15 @@ def load_or_capture(cache_dir: Path, run_dir: Path, arch: str, step: int, probe,
     stats["captures"] += 1
     res = _capture_checkpoint(run_dir, step, probe.images, batch_size)
     arrays = {f"layer{i:03d}": r for i, r in enumerate(res["reps"])}
-    _atomic_savez(path, format=np.array(CACHE_FORMAT), names=np.array(res["names"]), logits=res["logits"],
-                  widths=np.array(res["widths"]), meta=np.array(json.dumps(res["meta"])), **arrays)
+    _atomic_savez(
+        path,
+        format=np.array(CACHE_FORMAT),
+        names=np.array(res["names"]),
+        logits=res["logits"],
+        widths=np.array(res["widths"]),
+        meta=np.array(json.dumps(res["meta"])),
+        **arrays,
+    )
     return res
 
 
@@ -456,7 +580,8 @@ def load_or_capture(cache_dir: Path, run_dir: Path, arch: str, step: int, probe,
 
 
 def _config_matches(run_dir: Path, cfg: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
-    from .train import TrainConfig, _RESUME_MUTABLE
+    from .train import _RESUME_MUTABLE
+    from .train import TrainConfig
 
     with open(run_dir / "config.json") as f:
         saved = json.load(f)
@@ -467,7 +592,8 @@ def _config_matches(run_dir: Path, cfg: Mapping[str, Any]) -> tuple[bool, dict[s
 
 def ensure_run(arch: str, opts: Options, *, train_data=None, test_data=None, log=print) -> dict[str, Any]:
     """Trains ``arch`` in ``<workdir>/<arch>``, resumes an interrupted run, or reuses a finished one."""
-    from .train import list_checkpoints, train_and_evaluate
+    from .train import list_checkpoints
+    from .train import train_and_evaluate
 
     run_dir = Path(opts.workdir) / arch
     cfg = opts.train_config(arch)
@@ -478,7 +604,8 @@ def ensure_run(arch: str, opts: Options, *, train_data=None, test_data=None, log
             if not opts.overwrite_runs:
                 raise ValueError(
                     f"{run_dir} holds a run with a different training configuration ({diff}); "
-                    "use another --workdir, or --overwrite-runs to retrain")
+                    "use another --workdir, or --overwrite-runs to retrain"
+                )
             if not opts.train:
                 raise ValueError(f"{run_dir}: configuration differs and --no-train forbids retraining")
             cfg["overwrite"] = True
@@ -537,7 +664,9 @@ def _tolist(x) -> Any:
         if a.ndim == 0:
             v = float(a)
             return v if math.isfinite(v) else None
-        return [(_tolist(v)) for v in a] if a.ndim > 1 else [float(v) if math.isfinite(v) else None for v in a]
+        return (
+            [(_tolist(v)) for v in a] if a.ndim > 1 else [float(v) if math.isfinite(v) else None for v in a]
+        )
     return a.tolist()
 
 
@@ -545,8 +674,9 @@ def _analysis_dict(a) -> dict[str, Any]:
     return {f: _tolist(getattr(a, f)) for f in a._fields}
 
 
-def analyze_metric(metric: str, runs: Mapping[str, Mapping[str, Any]], labels: np.ndarray, *, precision: str,
-                   progress: bool) -> dict[str, Any]:
+def analyze_metric(
+    metric: str, runs: Mapping[str, Mapping[str, Any]], labels: np.ndarray, *, precision: str, progress: bool
+) -> dict[str, Any]:
     """Path analysis of every network at every checkpoint, joint distances and comparisons, for one metric."""
     import jax
     import jax.numpy as jnp
@@ -557,8 +687,9 @@ def analyze_metric(metric: str, runs: Mapping[str, Mapping[str, Any]], labels: n
     spec = parse_metric(metric)
     space = spec.make()
     dtype = np.float64 if precision == "float64" else np.float32
-    out: dict[str, Any] = dict(name=metric, description=spec.description, units=spec.units, space=repr(space),
-                               per_arch={}, timing={})
+    out: dict[str, Any] = dict(
+        name=metric, description=spec.description, units=spec.units, space=repr(space), per_arch={}, timing={}
+    )
     final_points: dict[str, list] = {}
     with jax.enable_x64(precision == "float64"):
         t0 = time.time()
@@ -600,17 +731,25 @@ def analyze_metric(metric: str, runs: Mapping[str, Mapping[str, Any]], labels: n
         mds = gp.classical_mds(D, dim=2)
         ev = np.asarray(mds.eigenvalues, np.float64)
         pos = ev[ev > 0]
-        out["joint"] = dict(labels=labels_joint, boundaries=bounds[:-1] + [bounds[-1]], distances=_tolist(D),
-                            mds_coords=_tolist(mds.coords), mds_stress=float(mds.stress),
-                            mds_explained=float(ev[:2].clip(min=0).sum() / pos.sum()) if pos.size else None)
+        out["joint"] = dict(
+            labels=labels_joint,
+            boundaries=bounds[:-1] + [bounds[-1]],
+            distances=_tolist(D),
+            mds_coords=_tolist(mds.coords),
+            mds_stress=float(mds.stress),
+            mds_explained=float(ev[:2].clip(min=0).sum() / pos.sum()) if pos.size else None,
+        )
         comps = {}
         archs = list(final_points)
         for i in range(len(archs)):
             for j in range(i + 1, len(archs)):
                 c = gp.compare_paths(space, final_points[archs[i]], final_points[archs[j]])
                 comps[f"{archs[i]} vs {archs[j]}"] = dict(
-                    mean_aligned=float(c.mean_aligned), aligned=_tolist(c.aligned), depth=_tolist(c.depth),
-                    method="geodesic interpolation, linear in relative depth")
+                    mean_aligned=float(c.mean_aligned),
+                    aligned=_tolist(c.aligned),
+                    depth=_tolist(c.depth),
+                    method="geodesic interpolation, linear in relative depth",
+                )
         out["comparisons"] = comps
         out["timing"]["joint_s"] = time.time() - t0
     return out
@@ -639,21 +778,34 @@ def make_figures(res: Mapping[str, Any], fig_dir: Path) -> dict[str, list[str]]:
         layer_labels = {arch: per[arch]["layers"] for arch in per}
         fl = []
         fig = plotting.plot_paths_2d(
-            by_model, target=coords[-1], units=units, layer_labels=layer_labels,
+            by_model,
+            target=coords[-1],
+            units=units,
+            layer_labels=layer_labels,
             title=f"Final networks as paths, {m['description']}\n"
-                  f"(classical MDS of all layers + target; stress {joint['mds_stress']:.3f})")
+            f"(classical MDS of all layers + target; stress {joint['mds_stress']:.3f})",
+        )
         fl += plotting.save_figure(fig, fig_dir / f"paths_mds_{metric}")
         fig = plotting.plot_distance_matrix(
-            np.asarray(joint["distances"]), joint["labels"], boundaries=joint["boundaries"], units=units,
-            title=f"Distances between all layers of the final networks and the target\n{m['description']}")
+            np.asarray(joint["distances"]),
+            joint["labels"],
+            boundaries=joint["boundaries"],
+            units=units,
+            title=f"Distances between all layers of the final networks and the target\n{m['description']}",
+        )
         fl += plotting.save_figure(fig, fig_dir / f"distances_{metric}")
         fig = plotting.plot_depth_profiles(
-            {arch: per[arch]["_final"] for arch in per}, units=units,
-            title=f"Layer-by-layer geometry of the final networks ({m['description']})")
+            {arch: per[arch]["_final"] for arch in per},
+            units=units,
+            title=f"Layer-by-layer geometry of the final networks ({m['description']})",
+        )
         fl += plotting.save_figure(fig, fig_dir / f"depth_profiles_{metric}")
         fig = plotting.plot_training(
-            {arch: per[arch]["_stacked"] for arch in per}, {arch: per[arch]["steps"] for arch in per},
-            units=units, title=f"Path geometry over training ({m['description']})")
+            {arch: per[arch]["_stacked"] for arch in per},
+            {arch: per[arch]["steps"] for arch in per},
+            units=units,
+            title=f"Path geometry over training ({m['description']})",
+        )
         fl += plotting.save_figure(fig, fig_dir / f"training_{metric}")
         files[metric] = fl
     # accuracy over training (probe set = held-out images)
@@ -710,7 +862,9 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
         f"{res['probe']['source']}, hash `{res['probe']['hash']}`. Every layer's representation of these "
         "images (from the input pixels to the logits) is a point; the network is the path through them.",
         "- Target: the one-hot label matrix of the probe set, as a point of the same space.",
-        f"- Metrics: " + "; ".join(f"`{k}` = {v['description']} ({v['units']})" for k, v in res["metrics"].items()) + ".",
+        "- Metrics: "
+        + "; ".join(f"`{k}` = {v['description']} ({v['units']})" for k, v in res["metrics"].items())
+        + ".",
         f"- Geometry computed in {o['precision']}. Straightness = d(input, target) / path length "
         "(1 for a path that runs straight to the target). Turning angle at a layer = pi - the angle between "
         "the geodesics to the previous and next layer (0 = straight on). Progress t = fraction along the "
@@ -724,11 +878,14 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
     for arch, a in res["archs"].items():
         lines.append(
             f"| `{arch}` | {len(a['layers'])} | {len(a['steps'])} (steps {a['steps'][0]}..{a['steps'][-1]}) | "
-            f"{_fmt(a['probe_accuracy'][0])} | {_fmt(a['probe_accuracy'][-1])} | {_fmt(a.get('final_test_acc'))} |")
+            f"{_fmt(a['probe_accuracy'][0])} | {_fmt(a['probe_accuracy'][-1])} | {_fmt(a.get('final_test_acc'))} |"
+        )
         if a["dropped_layers"]:
             lines.append("")
-            lines.append(f"  (`{arch}`: dropped layer(s) identical to the previous one: "
-                         f"{', '.join(a['dropped_layers'])})")
+            lines.append(
+                f"  (`{arch}`: dropped layer(s) identical to the previous one: "
+                f"{', '.join(a['dropped_layers'])})"
+            )
     if "accuracy" in figures:
         lines += ["", f"![accuracy]({rel(png(figures['accuracy'])[0])})", ""]
     for metric, m in res["metrics"].items():
@@ -739,8 +896,8 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
             "",
             f"Final checkpoint of each network (distances in {u}):",
             "",
-            f"| network | path length | d(input, target) | straightness | d(last layer, target) | "
-            f"progress t of last layer | mean turning angle (rad) | straightness at init |",
+            "| network | path length | d(input, target) | straightness | d(last layer, target) | "
+            "progress t of last layer | mean turning angle (rad) | straightness at init |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for arch, pa in m["per_arch"].items():
@@ -750,7 +907,8 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
             lines.append(
                 f"| `{arch}` | {_fmt(f['length'])} | {_fmt(f['direct'])} | {_fmt(f['straightness'])} | "
                 f"{_fmt(f['dist_to_target'][-1])} | {_fmt(f['proj_t'][-1])} | "
-                f"{_fmt(float(np.mean(turning)) if turning else None)} | {_fmt(tr['straightness'][0])} |")
+                f"{_fmt(float(np.mean(turning)) if turning else None)} | {_fmt(tr['straightness'][0])} |"
+            )
         j = m["joint"]
         lines += [
             "",
@@ -759,24 +917,41 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
             "",
         ]
         if m["comparisons"]:
-            lines += ["Distance between final paths at matched relative depth (mean over the depth grid, "
-                      f"{u}; geodesic interpolation between layers):", "",
-                      "| pair | mean aligned distance |", "|---|---|"]
+            lines += [
+                "Distance between final paths at matched relative depth (mean over the depth grid, "
+                f"{u}; geodesic interpolation between layers):",
+                "",
+                "| pair | mean aligned distance |",
+                "|---|---|",
+            ]
             for pair, c in m["comparisons"].items():
                 lines.append(f"| {pair} | {_fmt(c['mean_aligned'])} |")
             lines.append("")
-        names = {"paths_mds": "paths (MDS)", "distances": "distance matrix", "depth_profiles": "depth profiles",
-                 "training": "over training"}
+        names = {
+            "paths_mds": "paths (MDS)",
+            "distances": "distance matrix",
+            "depth_profiles": "depth profiles",
+            "training": "over training",
+        }
         for f in png(figures.get(metric, [])):
             stem = Path(f).stem
             kind = next((v for k, v in names.items() if stem.startswith(k)), stem)
             lines += [f"![{metric}: {kind}]({rel(f)})", ""]
-        lines += [f"PDF versions: " + ", ".join(f"[{Path(f).name}]({rel(f)})" for f in figures.get(metric, [])
-                                               if f.endswith('.pdf')), ""]
+        lines += [
+            "PDF versions: "
+            + ", ".join(f"[{Path(f).name}]({rel(f)})" for f in figures.get(metric, []) if f.endswith('.pdf')),
+            "",
+        ]
     t = res["timing"]
-    lines += ["## Timing", "", ", ".join(f"{k}: {v:.1f} s" for k, v in t.items() if isinstance(v, (int, float))),
-              "", f"Cache: {res['cache']['captures']} captures, {res['cache']['cache_hits']} reused from "
-              f"`{res['cache']['dir']}`.", ""]
+    lines += [
+        "## Timing",
+        "",
+        ", ".join(f"{k}: {v:.1f} s" for k, v in t.items() if isinstance(v, (int, float))),
+        "",
+        f"Cache: {res['cache']['captures']} captures, {res['cache']['cache_hits']} reused from "
+        f"`{res['cache']['dir']}`.",
+        "",
+    ]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -788,15 +963,19 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
 
 
 def _load_probe(opts: Options, probe_data=None):
-    from .data import load_cifar10, probe_set
+    from .data import load_cifar10
+    from .data import probe_set
 
     if probe_data is None:
         probe_data = load_cifar10(opts.probe_split, data_dir=opts.data_dir, source=opts.data_source)
     return probe_set(probe_data, per_class=opts.probe_per_class, seed=opts.probe_seed), getattr(
-        probe_data, "source", "in-memory")
+        probe_data, "source", "in-memory"
+    )
 
 
-def run_pipeline(opts: Options, *, train_data=None, test_data=None, probe_data=None, log=None) -> dict[str, Any]:
+def run_pipeline(
+    opts: Options, *, train_data=None, test_data=None, probe_data=None, log=None
+) -> dict[str, Any]:
     """Runs the whole experiment; returns the results dict (also written to ``<out>/results.json``).
 
     ``train_data`` / ``test_data`` / ``probe_data`` (a :class:`models.data.Dataset` or anything with
@@ -806,6 +985,7 @@ def run_pipeline(opts: Options, *, train_data=None, test_data=None, probe_data=N
 
     _validate(opts)
     if log is None:
+
         def log(msg):
             tqdm.write(msg) if opts.progress else print(msg, flush=True)
 
@@ -838,8 +1018,12 @@ def run_pipeline(opts: Options, *, train_data=None, test_data=None, probe_data=N
         run_dir = Path(opts.workdir) / arch
         steps = list_checkpoints(run_dir, scheduled_only=True) or list_checkpoints(run_dir)
         plan[arch] = _select_steps(steps, opts.max_checkpoints)
-    bar = tqdm(total=sum(len(s) for s in plan.values()), desc="representations", unit="ckpt",
-               disable=not opts.progress)
+    bar = tqdm(
+        total=sum(len(s) for s in plan.values()),
+        desc="representations",
+        unit="ckpt",
+        disable=not opts.progress,
+    )
     for arch in opts.archs:
         run_dir = Path(opts.workdir) / arch
         reps, names, meta, acc = {}, None, {}, []
@@ -864,23 +1048,33 @@ def run_pipeline(opts: Options, *, train_data=None, test_data=None, probe_data=N
     metrics_res = {}
     for metric in opts.metrics:
         t0 = time.time()
-        metrics_res[metric] = analyze_metric(metric, runs, labels, precision=opts.precision, progress=opts.progress)
+        metrics_res[metric] = analyze_metric(
+            metric, runs, labels, precision=opts.precision, progress=opts.progress
+        )
         timing[f"analysis_{metric}_s"] = time.time() - t0
 
     res: dict[str, Any] = dict(
         created=_dt.datetime.now().isoformat(timespec="seconds"),
         paper="Lange et al., Neural Networks as Paths through the Space of Representations, arXiv:2206.10999",
         options=dataclasses.asdict(opts),
-        environment=dict(python=platform.python_version(), platform=platform.platform(),
-                         **_versions()),
+        environment=dict(python=platform.python_version(), platform=platform.platform(), **_versions()),
         data=dict(
-            train=(f"in-memory data `{getattr(train_data, 'source', 'arrays')}`" if train_data is not None
-                   else f"CIFAR-10 ({opts.data_source} source{', ' + str(opts.data_dir) if opts.data_dir else ''})"),
-            n_train=next((m.get("n_train") for r in runs.values() for m in r["meta"].values() if m.get("n_train")),
-                         None),
+            train=(
+                f"in-memory data `{getattr(train_data, 'source', 'arrays')}`"
+                if train_data is not None
+                else f"CIFAR-10 ({opts.data_source} source{', ' + str(opts.data_dir) if opts.data_dir else ''})"
+            ),
+            n_train=next(
+                (m.get("n_train") for r in runs.values() for m in r["meta"].values() if m.get("n_train")),
+                None,
+            ),
         ),
-        probe=dict(n=int(len(labels)), hash=probe.hash, source=f"`{probe_source}`",
-                   indices=[int(i) for i in probe.indices]),
+        probe=dict(
+            n=int(len(labels)),
+            hash=probe.hash,
+            source=f"`{probe_source}`",
+            indices=[int(i) for i in probe.indices],
+        ),
         archs={
             arch: dict(
                 layers=[runs[arch]["names"][i] for i in runs[arch]["keep"]],
@@ -911,13 +1105,17 @@ def run_pipeline(opts: Options, *, train_data=None, test_data=None, probe_data=N
         json.dump(serialisable, f, indent=1)
     os.replace(tmp, out_dir / "results.json")
     report = write_report(res, out_dir, figures)
-    log(f"wrote {out_dir / 'results.json'}, {report} and {sum(len(v) for v in figures.values())} figure files")
+    log(
+        f"wrote {out_dir / 'results.json'}, {report} and {sum(len(v) for v in figures.values())} figure files"
+    )
     return serialisable
 
 
 def _strip_private(obj):
     if isinstance(obj, dict):
-        return {k: _strip_private(v) for k, v in obj.items() if not (isinstance(k, str) and k.startswith("_"))}
+        return {
+            k: _strip_private(v) for k, v in obj.items() if not (isinstance(k, str) and k.startswith("_"))
+        }
     if isinstance(obj, (list, tuple)):
         return [_strip_private(v) for v in obj]
     if isinstance(obj, np.generic):

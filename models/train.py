@@ -52,12 +52,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,16 @@ __all__ = [
 
 # Config fields that may change between an interrupted run and its resumption.
 _RESUME_MUTABLE = frozenset(
-    {"max_steps", "progress", "log_every", "eval_batch_size", "data_dir", "data_source", "resume", "overwrite"}
+    {
+        "max_steps",
+        "progress",
+        "log_every",
+        "eval_batch_size",
+        "data_dir",
+        "data_source",
+        "resume",
+        "overwrite",
+    }
 )
 
 
@@ -129,7 +139,14 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
         if self.weight_decay_mode not in ("l2", "decoupled"):
             raise ValueError(f"weight_decay_mode must be 'l2' or 'decoupled', got {self.weight_decay_mode!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "ckpt_every_epochs", "eval_every_epochs"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "log_every",
+            "ckpt_every_epochs",
+            "eval_every_epochs",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -152,7 +169,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -277,12 +294,28 @@ _STEP_CACHE: dict[Any, Any] = {}
 
 
 def _cached_steps(graphdef_train, graphdef_eval, cfg: TrainConfig, steps_per_epoch: int):
-    opt_fields = ("epochs", "lr", "momentum", "nesterov", "weight_decay", "weight_decay_mode", "decay_all_params",
-                  "schedule", "warmup_epochs", "milestones", "lr_decay")
+    opt_fields = (
+        "epochs",
+        "lr",
+        "momentum",
+        "nesterov",
+        "weight_decay",
+        "weight_decay_mode",
+        "decay_all_params",
+        "schedule",
+        "warmup_epochs",
+        "milestones",
+        "lr_decay",
+    )
     from . import nets
 
-    key = (graphdef_train, graphdef_eval, steps_per_epoch, nets.CONV_GRAD_BARRIER,
-           tuple(getattr(cfg, f) for f in _STEP_FIELDS + opt_fields))
+    key = (
+        graphdef_train,
+        graphdef_eval,
+        steps_per_epoch,
+        nets.CONV_GRAD_BARRIER,
+        tuple(getattr(cfg, f) for f in _STEP_FIELDS + opt_fields),
+    )
     hit = _STEP_CACHE.get(key)
     if hit is None:
         tx, schedule = make_optimizer(cfg, steps_per_epoch)
@@ -299,7 +332,8 @@ def _make_steps(graphdef_train, graphdef_eval, tx, cfg: TrainConfig):
     import optax
     from flax import nnx
 
-    from .data import augment, normalize
+    from .data import augment
+    from .data import normalize
 
     num_classes = cfg.num_classes
     smoothing = float(cfg.label_smoothing)
@@ -332,7 +366,9 @@ def _make_steps(graphdef_train, graphdef_eval, tx, cfg: TrainConfig):
         n = jnp.float32(labels.shape[0])
         correct = jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.float32)
         metrics = metrics + jnp.stack([loss * n, correct, n])
-        new_state = dict(params=params, batch_stats=new_stats, opt=opt_state, step=state["step"] + 1, key=state["key"])
+        new_state = dict(
+            params=params, batch_stats=new_stats, opt=opt_state, step=state["step"] + 1, key=state["key"]
+        )
         return new_state, metrics
 
     def eval_step(params, batch_stats, images, labels, valid):
@@ -386,14 +422,19 @@ def _load_data(cfg: TrainConfig):
     def per_class(total):
         return None if total is None else max(1, total // cfg.num_classes)
 
-    train = load_cifar10("train", data_dir=cfg.data_dir, source=cfg.data_source, limit_per_class=per_class(cfg.train_subset))
-    test = load_cifar10("test", data_dir=cfg.data_dir, source=cfg.data_source, limit_per_class=per_class(cfg.test_subset))
+    train = load_cifar10(
+        "train", data_dir=cfg.data_dir, source=cfg.data_source, limit_per_class=per_class(cfg.train_subset)
+    )
+    test = load_cifar10(
+        "test", data_dir=cfg.data_dir, source=cfg.data_source, limit_per_class=per_class(cfg.test_subset)
+    )
     return train, test
 
 
 def _check_data(name: str, data: Any) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = np.asarray(data[0] if isinstance(data, tuple) else data.images), np.asarray(
-        data[1] if isinstance(data, tuple) else data.labels
+    images, labels = (
+        np.asarray(data[0] if isinstance(data, tuple) else data.images),
+        np.asarray(data[1] if isinstance(data, tuple) else data.labels),
     )
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"{name} images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
@@ -441,7 +482,9 @@ def train_and_evaluate(
     from tqdm.auto import tqdm
 
     from . import checkpoints as ckpt
-    from .nets import count_params, create_model, parse_arch
+    from .nets import count_params
+    from .nets import create_model
+    from .nets import parse_arch
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     workdir = Path(workdir)
@@ -455,7 +498,9 @@ def train_and_evaluate(
         ckpt.remove_run(workdir)
         has_run = False
     if has_run and not cfg.resume:
-        raise FileExistsError(f"{workdir} already holds a run; pass resume=True (--resume) or overwrite=True (--overwrite)")
+        raise FileExistsError(
+            f"{workdir} already holds a run; pass resume=True (--resume) or overwrite=True (--overwrite)"
+        )
     if has_run:
         with open(workdir / "config.json") as f:
             saved = json.load(f)
@@ -548,20 +593,41 @@ def train_and_evaluate(
         resumed_eval = {k: last_meta[k] for k in ("test_loss", "test_acc", "test_n") if k in last_meta}
         log.write("resume", step=start_step)
     else:
-        log.write("start", arch=cfg.arch, params=n_params, n_train=n_train, n_test=len(test_y),
-                  steps_per_epoch=steps_per_epoch, total_steps=total_steps, backend=jax.default_backend())
+        log.write(
+            "start",
+            arch=cfg.arch,
+            params=n_params,
+            n_train=n_train,
+            n_test=len(test_y),
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+            backend=jax.default_backend(),
+        )
 
     def save(step: int, tags: list[str], metrics: Mapping[str, Any]) -> None:
         epoch, in_epoch = divmod(step, steps_per_epoch)
-        meta = dict(static_meta, epoch=epoch, step_in_epoch=in_epoch, lr=float(schedule(step)),
-                    data_order=dict(rule="numpy.random.default_rng([seed, epoch]).permutation(n_train)",
-                                    seed=cfg.seed, epoch=epoch, next_example=in_epoch * cfg.batch_size),
-                    **metrics)
+        meta = dict(
+            static_meta,
+            epoch=epoch,
+            step_in_epoch=in_epoch,
+            lr=float(schedule(step)),
+            data_order=dict(
+                rule="numpy.random.default_rng([seed, epoch]).permutation(n_train)",
+                seed=cfg.seed,
+                epoch=epoch,
+                next_example=in_epoch * cfg.batch_size,
+            ),
+            **metrics,
+        )
         store.save(step, model_state=model_part(state), opt_state=opt_part(state), meta=meta, tags=tags)
         log.write("checkpoint", step=step, epoch=epoch, tags=tags)
 
     if start_step == 0 and 0 in scheduled and not has_run:
-        extra = _evaluate(eval_step, state, test_x, test_y, cfg.eval_batch_size) if cfg.eval_at_checkpoints else {}
+        extra = (
+            _evaluate(eval_step, state, test_x, test_y, cfg.eval_batch_size)
+            if cfg.eval_at_checkpoints
+            else {}
+        )
         save(0, ["scheduled"], extra)
 
     # ---- loop ---------------------------------------------------------------------------------------------
@@ -607,9 +673,18 @@ def train_and_evaluate(
                         timed_images += int(count)
                         timed_seconds += elapsed
                     epoch_sums += (loss_sum, correct, count)
-                    log.write("train", step=step, epoch=epoch, loss=loss_sum / count, acc=correct / count,
-                              lr=float(schedule(step - 1)), images_per_s=count / max(elapsed, 1e-9))
-                    bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}", refresh=False)
+                    log.write(
+                        "train",
+                        step=step,
+                        epoch=epoch,
+                        loss=loss_sum / count,
+                        acc=correct / count,
+                        lr=float(schedule(step - 1)),
+                        images_per_s=count / max(elapsed, 1e-9),
+                    )
+                    bar.set_postfix(
+                        loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}", refresh=False
+                    )
                     metrics = jnp.zeros(3, jnp.float32)
                     window_start = time.perf_counter()
                     window_steps = 0
@@ -624,7 +699,11 @@ def train_and_evaluate(
                     window_start = time.perf_counter()
                 if stopping and not end_of_epoch:
                     interrupted = step < total_steps
-                    tags = ["last"] + (["scheduled"] if step in scheduled else []) + (["interrupted"] if interrupted else [])
+                    tags = (
+                        ["last"]
+                        + (["scheduled"] if step in scheduled else [])
+                        + (["interrupted"] if interrupted else [])
+                    )
                     save(step, tags, {})
                     break
             bar.close()
@@ -633,7 +712,9 @@ def train_and_evaluate(
             # ---- end of epoch: evaluate, checkpoint ----------------------------------------------------------
             ep_metrics = {}
             if epoch_sums[2]:
-                ep_metrics = dict(train_loss=epoch_sums[0] / epoch_sums[2], train_acc=epoch_sums[1] / epoch_sums[2])
+                ep_metrics = dict(
+                    train_loss=epoch_sums[0] / epoch_sums[2], train_acc=epoch_sums[1] / epoch_sums[2]
+                )
             done = epoch + 1
             if done % cfg.eval_every_epochs == 0 or done == cfg.epochs or step >= stop_at:
                 last_eval = _evaluate(eval_step, state, test_x, test_y, cfg.eval_batch_size)
@@ -648,7 +729,11 @@ def train_and_evaluate(
             tags = ["last"]
             if step in scheduled:
                 tags.append("scheduled")
-            is_best = cfg.keep_best and "test_acc" in ep_metrics and (best_acc is None or ep_metrics["test_acc"] > best_acc)
+            is_best = (
+                cfg.keep_best
+                and "test_acc" in ep_metrics
+                and (best_acc is None or ep_metrics["test_acc"] > best_acc)
+            )
             if is_best:
                 tags.append("best")
             if step >= stop_at and step < total_steps:
@@ -719,49 +804,109 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--workdir", required=True, help="run directory (config, metrics.jsonl, checkpoints/)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="starting configuration; explicit flags override it. cpu-small: resnet8 on 10k images, "
-                        "a few minutes on 2 CPU cores; paper: ResNet-20 recipe of He et al. (GPU scale)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="starting configuration; explicit flags override it. cpu-small: resnet8 on 10k images, "
+        "a few minutes on 2 CPU cores; paper: ResNet-20 recipe of He et al. (GPU scale)",
+    )
     g = p.add_argument_group("model")
-    g.add_argument("--arch", default=None, help=f"architecture name (default {defaults.arch}); e.g. resnet20, resnet32_w2, vgg11, vgg16_w0.5")
+    g.add_argument(
+        "--arch",
+        default=None,
+        help=f"architecture name (default {defaults.arch}); e.g. resnet20, resnet32_w2, vgg11, vgg16_w0.5",
+    )
     g.add_argument("--width", type=float, default=None, help="width multiplier (alternative to an _w suffix)")
-    g.add_argument("--shortcut", choices=("A", "B"), default=None, help="ResNet shortcut: A zero-pad (paper), B 1x1 projection")
-    g.add_argument("--vgg-head", choices=("avg", "flatten"), default=None, help="VGG head before the classifier")
+    g.add_argument(
+        "--shortcut",
+        choices=("A", "B"),
+        default=None,
+        help="ResNet shortcut: A zero-pad (paper), B 1x1 projection",
+    )
+    g.add_argument(
+        "--vgg-head", choices=("avg", "flatten"), default=None, help="VGG head before the classifier"
+    )
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", default=None, help="CIFAR-10 class-folder root or TFDS data dir (default: $GEOPATH_CIFAR10_DIR / shared copy)")
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="CIFAR-10 class-folder root or TFDS data dir (default: $GEOPATH_CIFAR10_DIR / shared copy)",
+    )
     g.add_argument("--data-source", choices=("auto", "folder", "tfds"), default=None)
-    g.add_argument("--train-subset", type=int, default=None, help="number of training images (class-balanced); default all")
-    g.add_argument("--test-subset", type=int, default=None, help="number of test images for evaluation; default all")
+    g.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        help="number of training images (class-balanced); default all",
+    )
+    g.add_argument(
+        "--test-subset", type=int, default=None, help="number of test images for evaluation; default all"
+    )
     g.add_argument("--no-augment", action="store_true", help="disable random crop + flip")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help=f"default {defaults.epochs}")
     g.add_argument("--batch-size", type=int, default=None, help=f"default {defaults.batch_size}")
     g.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {defaults.lr})")
     g.add_argument("--momentum", type=float, default=None, help=f"default {defaults.momentum}")
-    g.add_argument("--nesterov", type=_str2bool, default=None, help=f"true/false (default {defaults.nesterov})")
+    g.add_argument(
+        "--nesterov", type=_str2bool, default=None, help=f"true/false (default {defaults.nesterov})"
+    )
     g.add_argument("--weight-decay", type=float, default=None, help=f"default {defaults.weight_decay}")
-    g.add_argument("--weight-decay-mode", choices=("l2", "decoupled"), default=None,
-                   help="l2: coupled, added to the gradient (PyTorch SGD); decoupled: SGDW (default l2)")
-    g.add_argument("--decay-all-params", type=_str2bool, default=None, help="also decay BatchNorm and bias parameters (default true)")
-    g.add_argument("--schedule", choices=("cosine", "step", "constant"), default=None, help=f"default {defaults.schedule}")
-    g.add_argument("--warmup-epochs", type=float, default=None, help="linear warmup length in epochs (default 0)")
-    g.add_argument("--milestones", type=float, nargs="+", default=None, help="step schedule: fractions of training (default 0.5 0.75)")
+    g.add_argument(
+        "--weight-decay-mode",
+        choices=("l2", "decoupled"),
+        default=None,
+        help="l2: coupled, added to the gradient (PyTorch SGD); decoupled: SGDW (default l2)",
+    )
+    g.add_argument(
+        "--decay-all-params",
+        type=_str2bool,
+        default=None,
+        help="also decay BatchNorm and bias parameters (default true)",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=("cosine", "step", "constant"),
+        default=None,
+        help=f"default {defaults.schedule}",
+    )
+    g.add_argument(
+        "--warmup-epochs", type=float, default=None, help="linear warmup length in epochs (default 0)"
+    )
+    g.add_argument(
+        "--milestones",
+        type=float,
+        nargs="+",
+        default=None,
+        help="step schedule: fractions of training (default 0.5 0.75)",
+    )
     g.add_argument("--lr-decay", type=float, default=None, help="step schedule factor (default 0.1)")
     g.add_argument("--label-smoothing", type=float, default=None)
     g.add_argument("--seed", type=int, default=None)
     g = p.add_argument_group("evaluation, logging, checkpoints")
     g.add_argument("--eval-every-epochs", type=int, default=None)
     g.add_argument("--eval-batch-size", type=int, default=None)
-    g.add_argument("--eval-at-checkpoints", type=_str2bool, default=None, help="evaluate at mid-epoch checkpoints too")
+    g.add_argument(
+        "--eval-at-checkpoints", type=_str2bool, default=None, help="evaluate at mid-epoch checkpoints too"
+    )
     g.add_argument("--log-every", type=int, default=None, help="steps between loss/accuracy fetches")
     g.add_argument("--ckpt-every-epochs", type=int, default=None)
-    g.add_argument("--no-log-spaced-ckpts", action="store_true", help="no checkpoints at steps 1, 2, 4, ... of epoch 1")
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (simulates an interruption)")
+    g.add_argument(
+        "--no-log-spaced-ckpts", action="store_true", help="no checkpoints at steps 1, 2, 4, ... of epoch 1"
+    )
+    g.add_argument(
+        "--max-steps", type=int, default=None, help="stop after this many steps (simulates an interruption)"
+    )
     g.add_argument("--resume", action="store_true", help="continue the run in --workdir")
     g.add_argument("--overwrite", action="store_true", help="delete an existing run in --workdir first")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g.add_argument("--xla-cpu-flags", default="auto", help="'auto' (tuned flags for CPU training), 'none', or a flag string "
-                   "appended to XLA_FLAGS; only affects the CPU backend")
+    g.add_argument(
+        "--xla-cpu-flags",
+        default="auto",
+        help="'auto' (tuned flags for CPU training), 'none', or a flag string "
+        "appended to XLA_FLAGS; only affects the CPU backend",
+    )
     return p
 
 
@@ -775,15 +920,31 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     elif args.preset:
         fields.update(PRESETS[args.preset])
     explicit = {
-        "arch": args.arch, "width": args.width, "data_dir": args.data_dir, "data_source": args.data_source,
-        "train_subset": args.train_subset, "test_subset": args.test_subset, "epochs": args.epochs,
-        "batch_size": args.batch_size, "lr": args.lr, "momentum": args.momentum, "nesterov": args.nesterov,
-        "weight_decay": args.weight_decay, "weight_decay_mode": args.weight_decay_mode,
-        "decay_all_params": args.decay_all_params, "schedule": args.schedule, "warmup_epochs": args.warmup_epochs,
-        "milestones": tuple(args.milestones) if args.milestones else None, "lr_decay": args.lr_decay,
-        "label_smoothing": args.label_smoothing, "seed": args.seed, "eval_every_epochs": args.eval_every_epochs,
-        "eval_batch_size": args.eval_batch_size, "eval_at_checkpoints": args.eval_at_checkpoints,
-        "log_every": args.log_every, "ckpt_every_epochs": args.ckpt_every_epochs,
+        "arch": args.arch,
+        "width": args.width,
+        "data_dir": args.data_dir,
+        "data_source": args.data_source,
+        "train_subset": args.train_subset,
+        "test_subset": args.test_subset,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "momentum": args.momentum,
+        "nesterov": args.nesterov,
+        "weight_decay": args.weight_decay,
+        "weight_decay_mode": args.weight_decay_mode,
+        "decay_all_params": args.decay_all_params,
+        "schedule": args.schedule,
+        "warmup_epochs": args.warmup_epochs,
+        "milestones": tuple(args.milestones) if args.milestones else None,
+        "lr_decay": args.lr_decay,
+        "label_smoothing": args.label_smoothing,
+        "seed": args.seed,
+        "eval_every_epochs": args.eval_every_epochs,
+        "eval_batch_size": args.eval_batch_size,
+        "eval_at_checkpoints": args.eval_at_checkpoints,
+        "log_every": args.log_every,
+        "ckpt_every_epochs": args.ckpt_every_epochs,
     }
     fields.update({k: v for k, v in explicit.items() if v is not None})
     model_kwargs = dict(fields.get("model_kwargs", {}))

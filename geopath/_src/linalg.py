@@ -17,7 +17,8 @@ All functions accept leading batch axes and work under ``jit``/``vmap``/``grad``
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,50 +27,50 @@ from jax.typing import ArrayLike
 
 
 def _mT(x: Array) -> Array:
-  return jnp.swapaxes(x, -1, -2)
+    return jnp.swapaxes(x, -1, -2)
 
 
 def _sym(x: Array) -> Array:
-  return 0.5 * (x + _mT(x))
+    return 0.5 * (x + _mT(x))
 
 
 def _eps(dtype) -> float:
-  return float(jnp.finfo(dtype).eps)
+    return float(jnp.finfo(dtype).eps)
 
 
 def safe_norm(x: ArrayLike, *, axis=None, keepdims: bool = False) -> Array:
-  """Euclidean / Frobenius norm whose gradient at ``x = 0`` is 0 instead of NaN."""
-  x = jnp.asarray(x)
-  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
-  pos = sq > 0
-  return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+    """Euclidean / Frobenius norm whose gradient at ``x = 0`` is 0 instead of NaN."""
+    x = jnp.asarray(x)
+    sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
+    pos = sq > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
 def safe_sqrt(x: ArrayLike) -> Array:
-  """``sqrt(max(x, 0))`` with gradient 0 (not Inf) at ``x <= 0``."""
-  x = jnp.asarray(x)
-  pos = x > 0
-  return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+    """``sqrt(max(x, 0))`` with gradient 0 (not Inf) at ``x <= 0``."""
+    x = jnp.asarray(x)
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
 
 
 @jax.custom_jvp
 def safe_arccos(x: ArrayLike) -> Array:
-  """``arccos(clip(x, -1, 1))`` with a finite derivative at ``|x| = 1``.
+    """``arccos(clip(x, -1, 1))`` with a finite derivative at ``|x| = 1``.
 
-  The derivative ``-1 / sqrt(1 - x**2)`` is evaluated with the radicand floored at machine epsilon, so at
-  the end points it is large but finite. Wherever ``x`` is a smooth function with a maximum at 1 (a cosine
-  similarity at identical inputs) the incoming tangent vanishes there and the product stays small.
-  """
-  x = jnp.asarray(x)
-  return jnp.arccos(jnp.clip(x, -1.0, 1.0))
+    The derivative ``-1 / sqrt(1 - x**2)`` is evaluated with the radicand floored at machine epsilon, so at
+    the end points it is large but finite. Wherever ``x`` is a smooth function with a maximum at 1 (a cosine
+    similarity at identical inputs) the incoming tangent vanishes there and the product stays small.
+    """
+    x = jnp.asarray(x)
+    return jnp.arccos(jnp.clip(x, -1.0, 1.0))
 
 
 @safe_arccos.defjvp
 def _safe_arccos_jvp(primals, tangents):
-  (x,), (dx,) = primals, tangents
-  xc = jnp.clip(x, -1.0, 1.0)
-  denom = jnp.sqrt(jnp.maximum(1.0 - xc * xc, _eps(xc.dtype)))
-  return jnp.arccos(xc), -dx / denom
+    (x,), (dx,) = primals, tangents
+    xc = jnp.clip(x, -1.0, 1.0)
+    denom = jnp.sqrt(jnp.maximum(1.0 - xc * xc, _eps(xc.dtype)))
+    return jnp.arccos(xc), -dx / denom
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -77,157 +78,157 @@ def _safe_arccos_jvp(primals, tangents):
 
 
 def _elementwise_derivative(f, lam, params):
-  _, df = jax.jvp(lambda l: f(l, *params), (lam,), (jnp.ones_like(lam),))
-  return df
+    _, df = jax.jvp(lambda l: f(l, *params), (lam,), (jnp.ones_like(lam),))
+    return df
 
 
 def _divided_differences(f, lam, flam, params):
-  """Daleckii-Krein matrix ``(f(l_i) - f(l_j)) / (l_i - l_j)``, ``f'`` at (near-)ties. ``[..., m, m]``."""
-  li, lj = lam[..., :, None], lam[..., None, :]
-  diff = li - lj
-  scale = jnp.maximum(jnp.abs(li), jnp.abs(lj))
-  scale = jnp.maximum(scale, jnp.max(jnp.abs(lam), axis=-1, keepdims=True)[..., None] * 1e-3)
-  close = jnp.abs(diff) <= 1e3 * _eps(lam.dtype) * jnp.maximum(scale, jnp.finfo(lam.dtype).tiny)
-  mid = 0.5 * (li + lj)
-  dmid = _elementwise_derivative(f, mid, params)
-  quotient = (flam[..., :, None] - flam[..., None, :]) / jnp.where(close, 1.0, diff)
-  return jnp.where(close, dmid, quotient)
+    """Daleckii-Krein matrix ``(f(l_i) - f(l_j)) / (l_i - l_j)``, ``f'`` at (near-)ties. ``[..., m, m]``."""
+    li, lj = lam[..., :, None], lam[..., None, :]
+    diff = li - lj
+    scale = jnp.maximum(jnp.abs(li), jnp.abs(lj))
+    scale = jnp.maximum(scale, jnp.max(jnp.abs(lam), axis=-1, keepdims=True)[..., None] * 1e-3)
+    close = jnp.abs(diff) <= 1e3 * _eps(lam.dtype) * jnp.maximum(scale, jnp.finfo(lam.dtype).tiny)
+    mid = 0.5 * (li + lj)
+    dmid = _elementwise_derivative(f, mid, params)
+    quotient = (flam[..., :, None] - flam[..., None, :]) / jnp.where(close, 1.0, diff)
+    return jnp.where(close, dmid, quotient)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def matrix_function(f: Callable[..., Array], a: ArrayLike, *params) -> Array:
-  """``W f(L) W^T`` for symmetric ``a = W L W^T``.
+    """``W f(L) W^T`` for symmetric ``a = W L W^T``.
 
-  Args:
-    f: elementwise function ``f(eigenvalues, *params)``; must be differentiable in both arguments.
-      It is static (hashable): pass data-dependent constants through ``params``.
-    a: ``[..., m, m]`` symmetric matrices (only the lower triangle is read by ``eigh``).
-    *params: arrays broadcastable against the eigenvalues ``[..., m]``; differentiable.
+    Args:
+      f: elementwise function ``f(eigenvalues, *params)``; must be differentiable in both arguments.
+        It is static (hashable): pass data-dependent constants through ``params``.
+      a: ``[..., m, m]`` symmetric matrices (only the lower triangle is read by ``eigh``).
+      *params: arrays broadcastable against the eigenvalues ``[..., m]``; differentiable.
 
-  Returns:
-    ``[..., m, m]`` symmetric matrices.
-  """
-  a = jnp.asarray(a)
-  lam, w = jnp.linalg.eigh(a)
-  return (w * f(lam, *params)[..., None, :]) @ _mT(w)
+    Returns:
+      ``[..., m, m]`` symmetric matrices.
+    """
+    a = jnp.asarray(a)
+    lam, w = jnp.linalg.eigh(a)
+    return (w * f(lam, *params)[..., None, :]) @ _mT(w)
 
 
 @matrix_function.defjvp
 def _matrix_function_jvp(f, primals, tangents):
-  a, *params = primals
-  da, *dparams = tangents
-  lam, w = jnp.linalg.eigh(a)
-  flam = f(lam, *params)
-  out = (w * flam[..., None, :]) @ _mT(w)
-  phi = _divided_differences(f, lam, flam, params)
-  inner = phi * (_mT(w) @ _sym(da) @ w)
-  if params:
-    _, dflam = jax.jvp(lambda *p: f(lam, *p), tuple(params), tuple(dparams))
-    inner = inner + dflam[..., None, :] * jnp.eye(lam.shape[-1], dtype=lam.dtype)
-  return out, w @ inner @ _mT(w)
+    a, *params = primals
+    da, *dparams = tangents
+    lam, w = jnp.linalg.eigh(a)
+    flam = f(lam, *params)
+    out = (w * flam[..., None, :]) @ _mT(w)
+    phi = _divided_differences(f, lam, flam, params)
+    inner = phi * (_mT(w) @ _sym(da) @ w)
+    if params:
+        _, dflam = jax.jvp(lambda *p: f(lam, *p), tuple(params), tuple(dparams))
+        inner = inner + dflam[..., None, :] * jnp.eye(lam.shape[-1], dtype=lam.dtype)
+    return out, w @ inner @ _mT(w)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def trace_function(f: Callable[..., Array], a: ArrayLike, *params) -> Array:
-  """``sum_i f(l_i)`` over the eigenvalues of symmetric ``a`` ``[..., m, m]``; returns ``[...]``.
+    """``sum_i f(l_i)`` over the eigenvalues of symmetric ``a`` ``[..., m, m]``; returns ``[...]``.
 
-  The derivative ``tr(W diag(f'(L)) W^T dA)`` needs no eigenvector derivatives, so it is finite for
-  repeated eigenvalues.
-  """
-  lam = jnp.linalg.eigvalsh(jnp.asarray(a))
-  return jnp.sum(f(lam, *params), axis=-1)
+    The derivative ``tr(W diag(f'(L)) W^T dA)`` needs no eigenvector derivatives, so it is finite for
+    repeated eigenvalues.
+    """
+    lam = jnp.linalg.eigvalsh(jnp.asarray(a))
+    return jnp.sum(f(lam, *params), axis=-1)
 
 
 @trace_function.defjvp
 def _trace_function_jvp(f, primals, tangents):
-  a, *params = primals
-  da, *dparams = tangents
-  lam, w = jnp.linalg.eigh(a)
-  out = jnp.sum(f(lam, *params), axis=-1)
-  dlam = _elementwise_derivative(f, lam, params)
-  proj = jnp.einsum("...ik,...ij,...jk->...k", w, _sym(da), w)
-  dout = jnp.sum(dlam * proj, axis=-1)
-  if params:
-    _, dflam = jax.jvp(lambda *p: f(lam, *p), tuple(params), tuple(dparams))
-    dout = dout + jnp.sum(dflam, axis=-1)
-  return out, dout
+    a, *params = primals
+    da, *dparams = tangents
+    lam, w = jnp.linalg.eigh(a)
+    out = jnp.sum(f(lam, *params), axis=-1)
+    dlam = _elementwise_derivative(f, lam, params)
+    proj = jnp.einsum("...ik,...ij,...jk->...k", w, _sym(da), w)
+    dout = jnp.sum(dlam * proj, axis=-1)
+    if params:
+        _, dflam = jax.jvp(lambda *p: f(lam, *p), tuple(params), tuple(dparams))
+        dout = dout + jnp.sum(dflam, axis=-1)
+    return out, dout
 
 
 def _psd_rank_tol(lam: Array, n: int) -> Array:
-  """Eigenvalues below this are numerically zero (cf. ``numpy.linalg.matrix_rank``)."""
-  return jnp.max(jnp.abs(lam), axis=-1, keepdims=True) * n * _eps(lam.dtype)
+    """Eigenvalues below this are numerically zero (cf. ``numpy.linalg.matrix_rank``)."""
+    return jnp.max(jnp.abs(lam), axis=-1, keepdims=True) * n * _eps(lam.dtype)
 
 
 @jax.custom_jvp
 def psd_sqrt(k: ArrayLike) -> Array:
-  """Square root of a symmetric positive semi-definite matrix ``[..., n, n]``.
+    """Square root of a symmetric positive semi-definite matrix ``[..., n, n]``.
 
-  Eigenvalues below the numerical-rank tolerance ``n * eps * max(l)`` are set to 0. The derivative solves
-  ``P dP + dP P = dK`` with ``1 / (s_i + s_j)``, pseudo-inverted where ``s_i + s_j = 0`` (the null-space
-  block, where ``dK`` vanishes for the Gram matrices this is used on), so it is finite for rank-deficient
-  ``k`` such as the Gram matrix of centred data.
-  """
-  lam, w = jnp.linalg.eigh(jnp.asarray(k))
-  s = _psd_sqrt_eigs(lam)
-  return (w * s[..., None, :]) @ _mT(w)
+    Eigenvalues below the numerical-rank tolerance ``n * eps * max(l)`` are set to 0. The derivative solves
+    ``P dP + dP P = dK`` with ``1 / (s_i + s_j)``, pseudo-inverted where ``s_i + s_j = 0`` (the null-space
+    block, where ``dK`` vanishes for the Gram matrices this is used on), so it is finite for rank-deficient
+    ``k`` such as the Gram matrix of centred data.
+    """
+    lam, w = jnp.linalg.eigh(jnp.asarray(k))
+    s = _psd_sqrt_eigs(lam)
+    return (w * s[..., None, :]) @ _mT(w)
 
 
 def _psd_sqrt_eigs(lam):
-  tol = _psd_rank_tol(lam, lam.shape[-1])
-  return jnp.where(lam > tol, jnp.sqrt(jnp.where(lam > tol, lam, 1.0)), 0.0)
+    tol = _psd_rank_tol(lam, lam.shape[-1])
+    return jnp.where(lam > tol, jnp.sqrt(jnp.where(lam > tol, lam, 1.0)), 0.0)
 
 
 def _pinv_pair_sum(si, sj):
-  denom = si[..., :, None] + sj[..., None, :]
-  tol = jnp.max(jnp.abs(denom), axis=(-2, -1), keepdims=True) * 8 * _eps(denom.dtype)
-  ok = jnp.abs(denom) > tol
-  return jnp.where(ok, 1.0 / jnp.where(ok, denom, 1.0), 0.0)
+    denom = si[..., :, None] + sj[..., None, :]
+    tol = jnp.max(jnp.abs(denom), axis=(-2, -1), keepdims=True) * 8 * _eps(denom.dtype)
+    ok = jnp.abs(denom) > tol
+    return jnp.where(ok, 1.0 / jnp.where(ok, denom, 1.0), 0.0)
 
 
 @psd_sqrt.defjvp
 def _psd_sqrt_jvp(primals, tangents):
-  (k,), (dk,) = primals, tangents
-  lam, w = jnp.linalg.eigh(k)
-  s = _psd_sqrt_eigs(lam)
-  out = (w * s[..., None, :]) @ _mT(w)
-  inner = (_mT(w) @ _sym(dk) @ w) * _pinv_pair_sum(s, s)
-  return out, w @ inner @ _mT(w)
+    (k,), (dk,) = primals, tangents
+    lam, w = jnp.linalg.eigh(k)
+    s = _psd_sqrt_eigs(lam)
+    out = (w * s[..., None, :]) @ _mT(w)
+    inner = (_mT(w) @ _sym(dk) @ w) * _pinv_pair_sum(s, s)
+    return out, w @ inner @ _mT(w)
 
 
 @jax.custom_jvp
 def gram_sqrt(x: ArrayLike) -> Array:
-  """``sqrt(x x^T)`` ``[n, n]`` of ``x`` ``[n, p]``, computed without forming the Gram matrix.
+    """``sqrt(x x^T)`` ``[n, n]`` of ``x`` ``[n, p]``, computed without forming the Gram matrix.
 
-  ``x^T = Q R`` (QR of the ``p x n`` transpose), then ``R^T = U S V^T``, so ``x x^T = U S^2 U^T`` and the
-  result is ``U S U^T``. Forming ``x x^T`` first would square the condition number and, in float32, lose every
-  singular value below about ``sqrt(n eps) s_max``. Singular values below ``max(n, p) eps s_max`` are set to
-  0. The derivative is that of :func:`psd_sqrt` at ``x x^T`` (a Sylvester solve, pseudo-inverted on the null
-  space), finite for rank-deficient ``x`` such as centred data.
-  """
-  u, s = _gram_sqrt_eigs(jnp.asarray(x))
-  return (u * s[..., None, :]) @ _mT(u)
+    ``x^T = Q R`` (QR of the ``p x n`` transpose), then ``R^T = U S V^T``, so ``x x^T = U S^2 U^T`` and the
+    result is ``U S U^T``. Forming ``x x^T`` first would square the condition number and, in float32, lose every
+    singular value below about ``sqrt(n eps) s_max``. Singular values below ``max(n, p) eps s_max`` are set to
+    0. The derivative is that of :func:`psd_sqrt` at ``x x^T`` (a Sylvester solve, pseudo-inverted on the null
+    space), finite for rank-deficient ``x`` such as centred data.
+    """
+    u, s = _gram_sqrt_eigs(jnp.asarray(x))
+    return (u * s[..., None, :]) @ _mT(u)
 
 
 def _gram_sqrt_eigs(x):
-  n, p = x.shape[-2], x.shape[-1]
-  if p > n:
-    r = jnp.linalg.qr(_mT(x), mode="r")[..., :n, :]
-    u, s, _ = jnp.linalg.svd(_mT(r), full_matrices=False)
-  else:  # full U: an orthonormal basis of R^n; the n - p extra directions get singular value 0
-    u, s, _ = jnp.linalg.svd(x, full_matrices=True)
-    s = jnp.concatenate([s, jnp.zeros(s.shape[:-1] + (n - p,), s.dtype)], axis=-1)
-  tol = jnp.max(s, axis=-1, keepdims=True) * max(n, p) * _eps(s.dtype)
-  return u, jnp.where(s > tol, s, 0.0)
+    n, p = x.shape[-2], x.shape[-1]
+    if p > n:
+        r = jnp.linalg.qr(_mT(x), mode="r")[..., :n, :]
+        u, s, _ = jnp.linalg.svd(_mT(r), full_matrices=False)
+    else:  # full U: an orthonormal basis of R^n; the n - p extra directions get singular value 0
+        u, s, _ = jnp.linalg.svd(x, full_matrices=True)
+        s = jnp.concatenate([s, jnp.zeros(s.shape[:-1] + (n - p,), s.dtype)], axis=-1)
+    tol = jnp.max(s, axis=-1, keepdims=True) * max(n, p) * _eps(s.dtype)
+    return u, jnp.where(s > tol, s, 0.0)
 
 
 @gram_sqrt.defjvp
 def _gram_sqrt_jvp(primals, tangents):
-  (x,), (dx,) = primals, tangents
-  u, s = _gram_sqrt_eigs(x)
-  out = (u * s[..., None, :]) @ _mT(u)
-  dk = dx @ _mT(x) + x @ _mT(dx)
-  inner = (_mT(u) @ dk @ u) * _pinv_pair_sum(s, s)
-  return out, u @ inner @ _mT(u)
+    (x,), (dx,) = primals, tangents
+    u, s = _gram_sqrt_eigs(x)
+    out = (u * s[..., None, :]) @ _mT(u)
+    dk = dx @ _mT(x) + x @ _mT(dx)
+    inner = (_mT(u) @ dk @ u) * _pinv_pair_sum(s, s)
+    return out, u @ inner @ _mT(u)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -236,43 +237,44 @@ def _gram_sqrt_jvp(primals, tangents):
 
 @jax.custom_jvp
 def solve_sylvester(a: ArrayLike, b: ArrayLike, c: ArrayLike) -> Array:
-  """Solves ``a X + X b = c`` for symmetric ``a`` ``[..., m, m]`` and ``b`` ``[..., q, q]``.
+    """Solves ``a X + X b = c`` for symmetric ``a`` ``[..., m, m]`` and ``b`` ``[..., q, q]``.
 
-  Uses the eigendecompositions of ``a`` and ``b``: ``X = Wa [(Wa^T c Wb) / (la_i + lb_j)] Wb^T``. Where
-  ``la_i + lb_j`` is numerically zero the system is singular and that component of ``X`` is set to 0
-  (minimum-norm solution). Differentiable in all arguments by implicit differentiation:
-  ``a dX + dX b = dc - da X - X db``.
+    Uses the eigendecompositions of ``a`` and ``b``: ``X = Wa [(Wa^T c Wb) / (la_i + lb_j)] Wb^T``. Where
+    ``la_i + lb_j`` is numerically zero the system is singular and that component of ``X`` is set to 0
+    (minimum-norm solution). Differentiable in all arguments by implicit differentiation:
+    ``a dX + dX b = dc - da X - X db``.
 
-  Args:
-    a: ``[..., m, m]`` symmetric.
-    b: ``[..., q, q]`` symmetric.
-    c: ``[..., m, q]``.
+    Args:
+      a: ``[..., m, m]`` symmetric.
+      b: ``[..., q, q]`` symmetric.
+      c: ``[..., m, q]``.
 
-  Returns:
-    ``[..., m, q]``.
-  """
-  a, b, c = jnp.asarray(a), jnp.asarray(b), jnp.asarray(c)
-  if a.shape[-1] != c.shape[-2] or b.shape[-1] != c.shape[-1]:
-    raise ValueError(
-        f"solve_sylvester: a {a.shape}, b {b.shape} and c {c.shape} do not fit a X + X b = c")
-  la, wa = jnp.linalg.eigh(a)
-  lb, wb = jnp.linalg.eigh(b)
-  return _sylvester_from_eigh(la, wa, lb, wb, c)
+    Returns:
+      ``[..., m, q]``.
+    """
+    a, b, c = jnp.asarray(a), jnp.asarray(b), jnp.asarray(c)
+    if a.shape[-1] != c.shape[-2] or b.shape[-1] != c.shape[-1]:
+        raise ValueError(
+            f"solve_sylvester: a {a.shape}, b {b.shape} and c {c.shape} do not fit a X + X b = c"
+        )
+    la, wa = jnp.linalg.eigh(a)
+    lb, wb = jnp.linalg.eigh(b)
+    return _sylvester_from_eigh(la, wa, lb, wb, c)
 
 
 def _sylvester_from_eigh(la, wa, lb, wb, c):
-  return wa @ ((_mT(wa) @ c @ wb) * _pinv_pair_sum(la, lb)) @ _mT(wb)
+    return wa @ ((_mT(wa) @ c @ wb) * _pinv_pair_sum(la, lb)) @ _mT(wb)
 
 
 @solve_sylvester.defjvp
 def _solve_sylvester_jvp(primals, tangents):
-  a, b, c = primals
-  da, db, dc = tangents
-  la, wa = jnp.linalg.eigh(a)
-  lb, wb = jnp.linalg.eigh(b)
-  x = _sylvester_from_eigh(la, wa, lb, wb, c)
-  rhs = dc - _sym(da) @ x - x @ _sym(db)
-  return x, _sylvester_from_eigh(la, wa, lb, wb, rhs)
+    a, b, c = primals
+    da, db, dc = tangents
+    la, wa = jnp.linalg.eigh(a)
+    lb, wb = jnp.linalg.eigh(b)
+    x = _sylvester_from_eigh(la, wa, lb, wb, c)
+    rhs = dc - _sym(da) @ x - x @ _sym(db)
+    return x, _sylvester_from_eigh(la, wa, lb, wb, rhs)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -280,126 +282,131 @@ def _solve_sylvester_jvp(primals, tangents):
 
 
 def _svd_mask(s: Array) -> Array:
-  m = max(1, max(s.shape[-1], 1))
-  tol = jnp.max(s, axis=-1, keepdims=True) * 4 * m * _eps(s.dtype)
-  return (s > tol).astype(s.dtype)
+    m = max(1, max(s.shape[-1], 1))
+    tol = jnp.max(s, axis=-1, keepdims=True) * 4 * m * _eps(s.dtype)
+    return (s > tol).astype(s.dtype)
 
 
 @jax.custom_jvp
 def nuclear_norm(m: ArrayLike) -> Array:
-  """Sum of singular values of ``m`` ``[..., r, c]``; returns ``[...]``.
+    """Sum of singular values of ``m`` ``[..., r, c]``; returns ``[...]``.
 
-  The derivative ``sum_k u_k^T dM v_k`` runs over the numerically non-zero singular values only, which is
-  the exact derivative wherever ``m`` has full rank and a valid subgradient elsewhere; it never involves
-  ``1 / (s_i^2 - s_j^2)``.
-  """
-  return jnp.sum(jnp.linalg.svd(jnp.asarray(m), compute_uv=False), axis=-1)
+    The derivative ``sum_k u_k^T dM v_k`` runs over the numerically non-zero singular values only, which is
+    the exact derivative wherever ``m`` has full rank and a valid subgradient elsewhere; it never involves
+    ``1 / (s_i^2 - s_j^2)``.
+    """
+    return jnp.sum(jnp.linalg.svd(jnp.asarray(m), compute_uv=False), axis=-1)
 
 
 @nuclear_norm.defjvp
 def _nuclear_norm_jvp(primals, tangents):
-  (m,), (dm,) = primals, tangents
-  u, s, vh = jnp.linalg.svd(m, full_matrices=False)
-  mask = _svd_mask(s)
-  return jnp.sum(s, axis=-1), jnp.einsum("...ik,...ij,...kj,...k->...", u, dm, vh, mask)
+    (m,), (dm,) = primals, tangents
+    u, s, vh = jnp.linalg.svd(m, full_matrices=False)
+    mask = _svd_mask(s)
+    return jnp.sum(s, axis=-1), jnp.einsum("...ik,...ij,...kj,...k->...", u, dm, vh, mask)
 
 
 @jax.custom_jvp
 def polar_factor(m: ArrayLike) -> Array:
-  """Orthogonal polar factor ``U V^T`` of a square matrix ``m = U S V^T`` ``[..., k, k]``.
+    """Orthogonal polar factor ``U V^T`` of a square matrix ``m = U S V^T`` ``[..., k, k]``.
 
-  It is the orthogonal matrix closest to ``m`` and the maximiser of ``tr(Q^T m)`` over orthogonal ``Q``.
-  The derivative ``U Omega V^T`` with ``Omega_ij = (X_ij - X_ji) / (s_i + s_j)``, ``X = U^T dM V``, is finite
-  for repeated singular values; where ``s_i + s_j = 0`` (rank deficiency by two or more) that component is
-  set to 0.
-  """
-  u, _, vh = jnp.linalg.svd(jnp.asarray(m), full_matrices=False)
-  return u @ vh
+    It is the orthogonal matrix closest to ``m`` and the maximiser of ``tr(Q^T m)`` over orthogonal ``Q``.
+    The derivative ``U Omega V^T`` with ``Omega_ij = (X_ij - X_ji) / (s_i + s_j)``, ``X = U^T dM V``, is finite
+    for repeated singular values; where ``s_i + s_j = 0`` (rank deficiency by two or more) that component is
+    set to 0.
+    """
+    u, _, vh = jnp.linalg.svd(jnp.asarray(m), full_matrices=False)
+    return u @ vh
 
 
 @polar_factor.defjvp
 def _polar_factor_jvp(primals, tangents):
-  (m,), (dm,) = primals, tangents
-  u, s, vh = jnp.linalg.svd(m, full_matrices=False)
-  x = _mT(u) @ dm @ _mT(vh)
-  omega = (x - _mT(x)) * _pinv_pair_sum(s, s)
-  return u @ vh, u @ omega @ vh
+    (m,), (dm,) = primals, tangents
+    u, s, vh = jnp.linalg.svd(m, full_matrices=False)
+    x = _mT(u) @ dm @ _mT(vh)
+    omega = (x - _mT(x)) * _pinv_pair_sum(s, s)
+    return u @ vh, u @ omega @ vh
 
 
 class Procrustes(NamedTuple):
-  """Result of :func:`orthogonal_procrustes`.
+    """Result of :func:`orthogonal_procrustes`.
 
-  Attributes:
-    rotation: ``[k, k]`` orthogonal ``R`` minimising ``||x R - y||_F`` (``k = max(p, q)``).
-    aligned: ``[n, k]`` ``x R`` (``x`` zero-padded to ``k`` columns).
-    residual: ``[]`` ``||x R - y||_F`` (``y`` zero-padded to ``k`` columns).
-    nuclear_norm: ``[]`` ``||x^T y||_*``, the maximised ``tr(R^T x^T y)``.
-  """
-  rotation: Array
-  aligned: Array
-  residual: Array
-  nuclear_norm: Array
+    Attributes:
+      rotation: ``[k, k]`` orthogonal ``R`` minimising ``||x R - y||_F`` (``k = max(p, q)``).
+      aligned: ``[n, k]`` ``x R`` (``x`` zero-padded to ``k`` columns).
+      residual: ``[]`` ``||x R - y||_F`` (``y`` zero-padded to ``k`` columns).
+      nuclear_norm: ``[]`` ``||x^T y||_*``, the maximised ``tr(R^T x^T y)``.
+    """
+
+    rotation: Array
+    aligned: Array
+    residual: Array
+    nuclear_norm: Array
 
 
 def pad_columns(x: Array, k: int) -> Array:
-  """Zero-pads ``x`` ``[..., n, p]`` to ``[..., n, k]`` (``k >= p``)."""
-  p = x.shape[-1]
-  if p == k:
-    return x
-  if p > k:
-    raise ValueError(f"cannot pad {x.shape} to {k} columns")
-  pad = [(0, 0)] * (x.ndim - 1) + [(0, k - p)]
-  return jnp.pad(x, pad)
+    """Zero-pads ``x`` ``[..., n, p]`` to ``[..., n, k]`` (``k >= p``)."""
+    p = x.shape[-1]
+    if p == k:
+        return x
+    if p > k:
+        raise ValueError(f"cannot pad {x.shape} to {k} columns")
+    pad = [(0, 0)] * (x.ndim - 1) + [(0, k - p)]
+    return jnp.pad(x, pad)
 
 
 def orthogonal_procrustes(x: ArrayLike, y: ArrayLike) -> Procrustes:
-  """Optimal orthogonal alignment of ``x`` onto ``y``: ``R = argmin_{R^T R = I} ||x R - y||_F``.
+    """Optimal orthogonal alignment of ``x`` onto ``y``: ``R = argmin_{R^T R = I} ||x R - y||_F``.
 
-  Same convention as :func:`scipy.linalg.orthogonal_procrustes`. Different widths are handled by zero-padding
-  both to ``k = max(p, q)`` columns. No centring or scaling is done here (the shape spaces do that).
+    Same convention as :func:`scipy.linalg.orthogonal_procrustes`. Different widths are handled by zero-padding
+    both to ``k = max(p, q)`` columns. No centring or scaling is done here (the shape spaces do that).
 
-  Args:
-    x: ``[n, p]``.
-    y: ``[n, q]``.
+    Args:
+      x: ``[n, p]``.
+      y: ``[n, q]``.
 
-  Returns:
-    :class:`Procrustes` with ``rotation [k, k]``, ``aligned [n, k]``, ``residual []``, ``nuclear_norm []``.
+    Returns:
+      :class:`Procrustes` with ``rotation [k, k]``, ``aligned [n, k]``, ``residual []``, ``nuclear_norm []``.
 
-  Example:
-    >>> import jax.numpy as jnp, geopath as gp
-    >>> x = jnp.array([[1., 0.], [0., 1.], [1., 1.]])
-    >>> r = gp.orthogonal_procrustes(x, x[:, ::-1])
-    >>> float(r.residual) < 1e-5
-    True
-  """
-  x, y = jnp.asarray(x), jnp.asarray(y)
-  if x.ndim != 2 or y.ndim != 2:
-    raise ValueError(f"orthogonal_procrustes needs 2-D x and y; got shapes {x.shape} and {y.shape}")
-  if x.shape[0] != y.shape[0]:
-    raise ValueError(
-        f"x and y must have the same number of rows (inputs); got shapes {x.shape} and {y.shape}")
-  dtype = jnp.result_type(x, y, float)
-  k = max(x.shape[1], y.shape[1])
-  xp, yp = pad_columns(x.astype(dtype), k), pad_columns(y.astype(dtype), k)
-  m = _mT(xp) @ yp
-  rot = polar_factor(m)
-  aligned = xp @ rot
-  return Procrustes(rotation=rot, aligned=aligned, residual=safe_norm(aligned - yp),
-                    nuclear_norm=nuclear_norm(m))
+    Example:
+      >>> import jax.numpy as jnp, geopath as gp
+      >>> x = jnp.array([[1., 0.], [0., 1.], [1., 1.]])
+      >>> r = gp.orthogonal_procrustes(x, x[:, ::-1])
+      >>> float(r.residual) < 1e-5
+      True
+    """
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if x.ndim != 2 or y.ndim != 2:
+        raise ValueError(f"orthogonal_procrustes needs 2-D x and y; got shapes {x.shape} and {y.shape}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"x and y must have the same number of rows (inputs); got shapes {x.shape} and {y.shape}"
+        )
+    dtype = jnp.result_type(x, y, float)
+    k = max(x.shape[1], y.shape[1])
+    xp, yp = pad_columns(x.astype(dtype), k), pad_columns(y.astype(dtype), k)
+    m = _mT(xp) @ yp
+    rot = polar_factor(m)
+    aligned = xp @ rot
+    return Procrustes(
+        rotation=rot, aligned=aligned, residual=safe_norm(aligned - yp), nuclear_norm=nuclear_norm(m)
+    )
 
 
 def bures_similarity(kx: ArrayLike, ky: ArrayLike) -> Array:
-  """Bures fidelity ``tr sqrt(kx^{1/2} ky kx^{1/2})`` of PSD matrices ``[..., n, n]``.
+    """Bures fidelity ``tr sqrt(kx^{1/2} ky kx^{1/2})`` of PSD matrices ``[..., n, n]``.
 
-  For Gram matrices ``kx = X X^T``, ``ky = Y Y^T`` this equals ``||X^T Y||_*``, so the angular shape
-  distance with ``alpha = 1`` is ``arccos(bures(Kx, Ky) / sqrt(tr Kx tr Ky))``.
-  """
-  kx, ky = jnp.asarray(kx), jnp.asarray(ky)
-  if kx.shape != ky.shape or kx.shape[-1] != kx.shape[-2]:
-    raise ValueError(f"bures_similarity needs square matrices of one shape; got {kx.shape} and {ky.shape}")
-  rx = psd_sqrt(kx)
-  return trace_function(_sqrt_eigs, _sym(rx @ ky @ rx))
+    For Gram matrices ``kx = X X^T``, ``ky = Y Y^T`` this equals ``||X^T Y||_*``, so the angular shape
+    distance with ``alpha = 1`` is ``arccos(bures(Kx, Ky) / sqrt(tr Kx tr Ky))``.
+    """
+    kx, ky = jnp.asarray(kx), jnp.asarray(ky)
+    if kx.shape != ky.shape or kx.shape[-1] != kx.shape[-2]:
+        raise ValueError(
+            f"bures_similarity needs square matrices of one shape; got {kx.shape} and {ky.shape}"
+        )
+    rx = psd_sqrt(kx)
+    return trace_function(_sqrt_eigs, _sym(rx @ ky @ rx))
 
 
 def _sqrt_eigs(lam):
-  return safe_sqrt(lam)
+    return safe_sqrt(lam)

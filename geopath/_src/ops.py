@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,230 +15,240 @@ from geopath._src.spaces import Space
 
 
 def distance(space: Space, x: ArrayLike, y: ArrayLike) -> Array:
-  """Distance between two raw representations ``x [n, ...]`` and ``y [n, ...]``; scalar."""
-  return space.distance(space.point(x), space.point(y))
+    """Distance between two raw representations ``x [n, ...]`` and ``y [n, ...]``; scalar."""
+    return space.distance(space.point(x), space.point(y))
 
 
 def stack_points(space: Space, points: Sequence[Array] | Array) -> Array:
-  """Stacks points into one array ``[L, ...]`` (shape-space points zero-padded to a common width).
+    """Stacks points into one array ``[L, ...]`` (shape-space points zero-padded to a common width).
 
-  Zero-padding is exact for the shape metrics, so the stacked points can be ``vmap``-ed over.
-  An array that is already stacked is returned unchanged.
-  """
-  if isinstance(points, (jax.Array, jnp.ndarray)) or hasattr(points, "shape"):
-    return jnp.asarray(points)
-  points = list(points)
-  if not points:
-    raise ValueError("stack_points needs at least one point")
-  if space.variable_width:
-    points = space.common(*points)
-  shapes = {tuple(jnp.shape(p)) for p in points}
-  if len(shapes) > 1:
-    raise ValueError(f"points of this space must all have one shape to be stacked; got {sorted(shapes)}")
-  return jnp.stack(points)
+    Zero-padding is exact for the shape metrics, so the stacked points can be ``vmap``-ed over.
+    An array that is already stacked is returned unchanged.
+    """
+    if isinstance(points, (jax.Array, jnp.ndarray)) or hasattr(points, "shape"):
+        return jnp.asarray(points)
+    points = list(points)
+    if not points:
+        raise ValueError("stack_points needs at least one point")
+    if space.variable_width:
+        points = space.common(*points)
+    shapes = {tuple(jnp.shape(p)) for p in points}
+    if len(shapes) > 1:
+        raise ValueError(f"points of this space must all have one shape to be stacked; got {sorted(shapes)}")
+    return jnp.stack(points)
 
 
 def _unit_tangent_coords(space, base, v):
-  c = space.tangent_coords(base, v).ravel()
-  n = linalg.safe_norm(c)
-  return c / jnp.where(n > 0, n, 1.0)
+    c = space.tangent_coords(base, v).ravel()
+    n = linalg.safe_norm(c)
+    return c / jnp.where(n > 0, n, 1.0)
 
 
 def angle(space: Space, a: Array, b: Array, c: Array) -> Array:
-  """Angle at ``b`` between the geodesics ``b -> a`` and ``b -> c``, in ``[0, pi]`` radians.
+    """Angle at ``b`` between the geodesics ``b -> a`` and ``b -> c``, in ``[0, pi]`` radians.
 
-  Computed as ``2 atan2(|u - v|, |u + v|)`` of the unit tangent vectors (accurate at 0 and pi). It is pi
-  when ``b`` lies on the geodesic between ``a`` and ``c``. If ``b`` coincides with ``a`` or ``c`` the angle
-  is undefined and ``pi / 2`` is returned (with zero gradient from that side).
-  """
-  a, b, c = space.common(a, b, c)
-  u = _unit_tangent_coords(space, b, space.log(b, a))
-  v = _unit_tangent_coords(space, b, space.log(b, c))
-  return 2.0 * jnp.arctan2(linalg.safe_norm(u - v), linalg.safe_norm(u + v))
+    Computed as ``2 atan2(|u - v|, |u + v|)`` of the unit tangent vectors (accurate at 0 and pi). It is pi
+    when ``b`` lies on the geodesic between ``a`` and ``c``. If ``b`` coincides with ``a`` or ``c`` the angle
+    is undefined and ``pi / 2`` is returned (with zero gradient from that side).
+    """
+    a, b, c = space.common(a, b, c)
+    u = _unit_tangent_coords(space, b, space.log(b, a))
+    v = _unit_tangent_coords(space, b, space.log(b, c))
+    return 2.0 * jnp.arctan2(linalg.safe_norm(u - v), linalg.safe_norm(u + v))
 
 
 class Projection(NamedTuple):
-  """Result of :func:`project`.
+    """Result of :func:`project`.
 
-  Attributes:
-    t: ``[]`` fraction along the geodesic ``a -> b`` (0 at a, 1 at b; may be < 0 or > 1) of the point
-      nearest to ``c``.
-    point: the geodesic point at ``t``.
-    distance: ``[]`` distance from ``point`` to ``c`` (how far ``c`` lies off the geodesic).
-  """
-  t: Array
-  point: Array
-  distance: Array
+    Attributes:
+      t: ``[]`` fraction along the geodesic ``a -> b`` (0 at a, 1 at b; may be < 0 or > 1) of the point
+        nearest to ``c``.
+      point: the geodesic point at ``t``.
+      distance: ``[]`` distance from ``point`` to ``c`` (how far ``c`` lies off the geodesic).
+    """
+
+    t: Array
+    point: Array
+    distance: Array
 
 
-def project(space: Space, a: Array, b: Array, c: Array, *, num_iters: int = 6,
-            num_grid: int = 31) -> Projection:
-  """Projects ``c`` onto the (extended) geodesic through ``a`` and ``b``.
+def project(
+    space: Space, a: Array, b: Array, c: Array, *, num_iters: int = 6, num_grid: int = 31
+) -> Projection:
+    """Projects ``c`` onto the (extended) geodesic through ``a`` and ``b``.
 
-  Minimises ``f(t) = d(gamma(t), c)^2 / 2`` over real ``t``, with ``gamma(t) = exp_a(t log_a b)``. In quotient
-  spaces (shape metrics) ``f`` can have several local minima, so the search starts from the best of the
-  tangent-space estimate at ``a`` and ``num_grid`` equally spaced ``t`` in ``[-1, 2]``, then takes
-  ``num_iters`` safeguarded Newton steps (``f'`` by autodiff, ``f''`` by its central difference, steps
-  clipped to the grid spacing).
-  Gradients of the result follow the implicit function theorem (``dt = -f_t' / f_tt``, one final Newton
-  step whose curvature is held constant), not the iterations. If ``a == b`` the geodesic is a point and
-  ``t = 0``.
+    Minimises ``f(t) = d(gamma(t), c)^2 / 2`` over real ``t``, with ``gamma(t) = exp_a(t log_a b)``. In quotient
+    spaces (shape metrics) ``f`` can have several local minima, so the search starts from the best of the
+    tangent-space estimate at ``a`` and ``num_grid`` equally spaced ``t`` in ``[-1, 2]``, then takes
+    ``num_iters`` safeguarded Newton steps (``f'`` by autodiff, ``f''`` by its central difference, steps
+    clipped to the grid spacing).
+    Gradients of the result follow the implicit function theorem (``dt = -f_t' / f_tt``, one final Newton
+    step whose curvature is held constant), not the iterations. If ``a == b`` the geodesic is a point and
+    ``t = 0``.
 
-  Args:
-    space: the space.
-    a, b: points defining the geodesic (``t = 0`` at ``a``, ``t = 1`` at ``b``).
-    c: the point to project.
-    num_iters: Newton iterations (static).
-    num_grid: grid size for the global start (static, >= 2).
+    Args:
+      space: the space.
+      a, b: points defining the geodesic (``t = 0`` at ``a``, ``t = 1`` at ``b``).
+      c: the point to project.
+      num_iters: Newton iterations (static).
+      num_grid: grid size for the global start (static, >= 2).
 
-  Returns:
-    :class:`Projection` ``(t, point, distance)``.
-  """
-  if num_grid < 2:
-    raise ValueError(f"num_grid must be >= 2; got {num_grid}")
-  a, b, c = space.common(a, b, c)
-  h = 3.0 / (num_grid - 1)
+    Returns:
+      :class:`Projection` ``(t, point, distance)``.
+    """
+    if num_grid < 2:
+        raise ValueError(f"num_grid must be >= 2; got {num_grid}")
+    a, b, c = space.common(a, b, c)
+    h = 3.0 / (num_grid - 1)
 
-  def objective(a, b, c):
-    v = space.log(a, b)
+    def objective(a, b, c):
+        v = space.log(a, b)
 
-    def f(t):
-      return 0.5 * jnp.square(space.distance(space.exp(a, t * v), c))
+        def f(t):
+            return 0.5 * jnp.square(space.distance(space.exp(a, t * v), c))
 
-    return v, f
+        return v, f
 
-  # Global start and Newton iterations on constants (no derivatives are traced through the search).
-  sa, sb, sc = (jax.lax.stop_gradient(p) for p in (a, b, c))
-  sv, sf = objective(sa, sb, sc)
-  svv = space.inner(sa, sv, sv)
-  ok = svv > 0
-  t_lin = jnp.where(ok, space.inner(sa, space.log(sa, sc), sv) / jnp.where(ok, svv, 1.0), 0.0)
-  cands = jnp.concatenate([t_lin[None], jnp.linspace(-1.0, 2.0, num_grid, dtype=t_lin.dtype)])
-  pc = space.prepare(sc)
-  grid_d = jax.vmap(lambda t: space.prepared_distance(space.prepare(space.exp(sa, t * sv)), pc))(cands)
-  t0 = cands[jnp.argmin(grid_d)]
-  sdf = jax.grad(sf)
+    # Global start and Newton iterations on constants (no derivatives are traced through the search).
+    sa, sb, sc = (jax.lax.stop_gradient(p) for p in (a, b, c))
+    sv, sf = objective(sa, sb, sc)
+    svv = space.inner(sa, sv, sv)
+    ok = svv > 0
+    t_lin = jnp.where(ok, space.inner(sa, space.log(sa, sc), sv) / jnp.where(ok, svv, 1.0), 0.0)
+    cands = jnp.concatenate([t_lin[None], jnp.linspace(-1.0, 2.0, num_grid, dtype=t_lin.dtype)])
+    pc = space.prepare(sc)
+    grid_d = jax.vmap(lambda t: space.prepared_distance(space.prepare(space.exp(sa, t * sv)), pc))(cands)
+    t0 = cands[jnp.argmin(grid_d)]
+    sdf = jax.grad(sf)
 
-  # f'' by a central difference of f': autodiff second derivatives of SVD-based distances are not finite
-  # where the singular values repeat (zero-padded widths), and f is only piecewise smooth there.
-  delta = 1e-3 * h
+    # f'' by a central difference of f': autodiff second derivatives of SVD-based distances are not finite
+    # where the singular values repeat (zero-padded widths), and f is only piecewise smooth there.
+    delta = 1e-3 * h
 
-  def curvature(df, t):
-    return (df(t + delta) - df(t - delta)) / (2 * delta)
+    def curvature(df, t):
+        return (df(t + delta) - df(t - delta)) / (2 * delta)
 
-  def newton(_, t):
-    g, curv = sdf(t), curvature(sdf, t)
-    step = jnp.where(curv > 0, -g / jnp.where(curv > 0, curv, 1.0), -jnp.sign(g) * h)
-    return t + jnp.where(ok, jnp.clip(step, -h, h), 0.0)
+    def newton(_, t):
+        g, curv = sdf(t), curvature(sdf, t)
+        step = jnp.where(curv > 0, -g / jnp.where(curv > 0, curv, 1.0), -jnp.sign(g) * h)
+        return t + jnp.where(ok, jnp.clip(step, -h, h), 0.0)
 
-  t_star = jax.lax.fori_loop(0, num_iters, newton, t0)
+    t_star = jax.lax.fori_loop(0, num_iters, newton, t0)
 
-  # One differentiable Newton step at the solution carries the implicit gradient.
-  v, _ = objective(a, b, c)
-  # f'(t) = -<log_gamma(t) c, gamma'(t)> (first variation), written without jax.grad of the distance so
-  # that differentiating the result needs only first derivatives of the SVD-based maps.
-  p_star, vel = jax.jvp(lambda t: space.exp(a, t * v), (t_star,), (jnp.ones_like(t_star),))
-  g = -space.inner(p_star, space.log(p_star, c), vel)
-  curv = curvature(sdf, t_star)
-  curv = jnp.where(curv > 0, curv, jnp.where(ok, svv, 1.0))
-  t = t_star - jnp.where(ok, g / curv, 0.0)
-  point = space.exp(a, t * v)
-  return Projection(t=t, point=point, distance=space.distance(point, c))
+    # One differentiable Newton step at the solution carries the implicit gradient.
+    v, _ = objective(a, b, c)
+    # f'(t) = -<log_gamma(t) c, gamma'(t)> (first variation), written without jax.grad of the distance so
+    # that differentiating the result needs only first derivatives of the SVD-based maps.
+    p_star, vel = jax.jvp(lambda t: space.exp(a, t * v), (t_star,), (jnp.ones_like(t_star),))
+    g = -space.inner(p_star, space.log(p_star, c), vel)
+    curv = curvature(sdf, t_star)
+    curv = jnp.where(curv > 0, curv, jnp.where(ok, svv, 1.0))
+    t = t_star - jnp.where(ok, g / curv, 0.0)
+    point = space.exp(a, t * v)
+    return Projection(t=t, point=point, distance=space.distance(point, c))
 
 
 def midpoint(space: Space, a: Array, b: Array) -> Array:
-  """The geodesic midpoint of ``a`` and ``b``."""
-  return space.geodesic(a, b, 0.5)
+    """The geodesic midpoint of ``a`` and ``b``."""
+    return space.geodesic(a, b, 0.5)
 
 
 def subdivide(space: Space, a: Array, b: Array, k: int) -> Array:
-  """``k + 1`` equally spaced points on the geodesic from ``a`` to ``b`` (both included); ``[k + 1, ...]``."""
-  k = int(k)
-  if k < 1:
-    raise ValueError(f"subdivide needs k >= 1 segments; got {k}")
-  a, b = space.common(a, b)
-  ts = jnp.linspace(0.0, 1.0, k + 1, dtype=a.dtype)
-  return jax.vmap(lambda t: space.geodesic(a, b, t))(ts)
+    """``k + 1`` equally spaced points on the geodesic from ``a`` to ``b`` (both included); ``[k + 1, ...]``."""
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"subdivide needs k >= 1 segments; got {k}")
+    a, b = space.common(a, b)
+    ts = jnp.linspace(0.0, 1.0, k + 1, dtype=a.dtype)
+    return jax.vmap(lambda t: space.geodesic(a, b, t))(ts)
 
 
 def step_lengths(space: Space, points: Sequence[Array] | Array) -> Array:
-  """Distances between consecutive points ``[L - 1]`` (one ``vmap``, no Python loop)."""
-  p = stack_points(space, points)
-  if p.shape[0] < 2:
-    return jnp.zeros((0,), p.dtype)
-  return jax.vmap(space.distance)(p[:-1], p[1:])
+    """Distances between consecutive points ``[L - 1]`` (one ``vmap``, no Python loop)."""
+    p = stack_points(space, points)
+    if p.shape[0] < 2:
+        return jnp.zeros((0,), p.dtype)
+    return jax.vmap(space.distance)(p[:-1], p[1:])
 
 
 def path_length(space: Space, points: Sequence[Array] | Array) -> Array:
-  """Length of the piecewise-geodesic path through ``points`` (list, or stacked ``[L, ...]``); scalar."""
-  return jnp.sum(step_lengths(space, points))
+    """Length of the piecewise-geodesic path through ``points`` (list, or stacked ``[L, ...]``); scalar."""
+    return jnp.sum(step_lengths(space, points))
 
 
 class FrechetMean(NamedTuple):
-  """Result of :func:`frechet_mean`.
+    """Result of :func:`frechet_mean`.
 
-  Attributes:
-    mean: the (Karcher) mean point.
-    residual: ``[]`` norm of the Riemannian gradient ``sum_i w_i log_mean(p_i)`` at the result (0 at a
-      stationary point).
-    variance: ``[]`` ``sum_i w_i d(mean, p_i)^2``.
-  """
-  mean: Array
-  residual: Array
-  variance: Array
+    Attributes:
+      mean: the (Karcher) mean point.
+      residual: ``[]`` norm of the Riemannian gradient ``sum_i w_i log_mean(p_i)`` at the result (0 at a
+        stationary point).
+      variance: ``[]`` ``sum_i w_i d(mean, p_i)^2``.
+    """
+
+    mean: Array
+    residual: Array
+    variance: Array
 
 
-def frechet_mean(space: Space, points: Sequence[Array] | Array, *, weights: ArrayLike | None = None,
-                 num_iters: int = 32, step_size: float = 1.0) -> FrechetMean:
-  """Weighted Frechet (Karcher) mean by Riemannian gradient descent ``m <- exp_m(step * sum_i w_i log_m p_i)``.
+def frechet_mean(
+    space: Space,
+    points: Sequence[Array] | Array,
+    *,
+    weights: ArrayLike | None = None,
+    num_iters: int = 32,
+    step_size: float = 1.0,
+) -> FrechetMean:
+    """Weighted Frechet (Karcher) mean by Riemannian gradient descent ``m <- exp_m(step * sum_i w_i log_m p_i)``.
 
-  Args:
-    space: the space.
-    points: list of points or stacked ``[m, ...]``.
-    weights: ``[m]`` non-negative weights (normalised to sum 1); uniform if None.
-    num_iters: fixed number of iterations (differentiable, no recompilation).
-    step_size: step length; 1 is the classical Karcher iteration.
-  """
-  p = stack_points(space, points)
-  m = p.shape[0]
-  w = jnp.full((m,), 1.0 / m, p.dtype) if weights is None else jnp.asarray(weights, p.dtype)
-  if w.shape != (m,):
-    raise ValueError(f"weights must have shape ({m},) to match points {p.shape}; got {w.shape}")
-  w = w / jnp.sum(w)
+    Args:
+      space: the space.
+      points: list of points or stacked ``[m, ...]``.
+      weights: ``[m]`` non-negative weights (normalised to sum 1); uniform if None.
+      num_iters: fixed number of iterations (differentiable, no recompilation).
+      step_size: step length; 1 is the classical Karcher iteration.
+    """
+    p = stack_points(space, points)
+    m = p.shape[0]
+    w = jnp.full((m,), 1.0 / m, p.dtype) if weights is None else jnp.asarray(weights, p.dtype)
+    if w.shape != (m,):
+        raise ValueError(f"weights must have shape ({m},) to match points {p.shape}; got {w.shape}")
+    w = w / jnp.sum(w)
 
-  def grad_at(x):
-    logs = jax.vmap(lambda q: space.log(x, q))(p)
-    return jnp.tensordot(w, logs, axes=1)
+    def grad_at(x):
+        logs = jax.vmap(lambda q: space.log(x, q))(p)
+        return jnp.tensordot(w, logs, axes=1)
 
-  def body(x, _):
-    return space.exp(x, step_size * grad_at(x)), None
+    def body(x, _):
+        return space.exp(x, step_size * grad_at(x)), None
 
-  mean, _ = jax.lax.scan(body, p[0], None, length=num_iters)
-  g = grad_at(mean)
-  d = jax.vmap(lambda q: space.distance(mean, q))(p)
-  return FrechetMean(mean=mean, residual=space.norm(mean, g), variance=jnp.sum(w * d * d))
+    mean, _ = jax.lax.scan(body, p[0], None, length=num_iters)
+    g = grad_at(mean)
+    d = jax.vmap(lambda q: space.distance(mean, q))(p)
+    return FrechetMean(mean=mean, residual=space.norm(mean, g), variance=jnp.sum(w * d * d))
 
 
 class AlexandrovCurvature(NamedTuple):
-  """Result of :func:`alexandrov_curvature` (triangle comparison at the median from ``b``).
+    """Result of :func:`alexandrov_curvature` (triangle comparison at the median from ``b``).
 
-  Attributes:
-    median: ``[]`` ``d(b, m)`` with ``m`` the geodesic midpoint of ``a`` and ``c``.
-    euclidean_median: ``[]`` the same median in the flat comparison triangle with the same side lengths,
-      ``sqrt(2 d_ab^2 + 2 d_bc^2 - d_ac^2) / 2``.
-    excess: ``[]`` ``(median - euclidean_median) / euclidean_median``: > 0 where triangles are fatter
-      than flat ones (positive curvature, e.g. spheres), < 0 where thinner (negative curvature), 0 if flat.
-  """
-  median: Array
-  euclidean_median: Array
-  excess: Array
+    Attributes:
+      median: ``[]`` ``d(b, m)`` with ``m`` the geodesic midpoint of ``a`` and ``c``.
+      euclidean_median: ``[]`` the same median in the flat comparison triangle with the same side lengths,
+        ``sqrt(2 d_ab^2 + 2 d_bc^2 - d_ac^2) / 2``.
+      excess: ``[]`` ``(median - euclidean_median) / euclidean_median``: > 0 where triangles are fatter
+        than flat ones (positive curvature, e.g. spheres), < 0 where thinner (negative curvature), 0 if flat.
+    """
+
+    median: Array
+    euclidean_median: Array
+    excess: Array
 
 
 def alexandrov_curvature(space: Space, a: Array, b: Array, c: Array) -> AlexandrovCurvature:
-  """Alexandrov (triangle comparison) curvature of the triangle ``a, b, c`` measured at ``b``."""
-  a, b, c = space.common(a, b, c)
-  dab, dbc, dac = space.distance(a, b), space.distance(b, c), space.distance(a, c)
-  med = space.distance(b, midpoint(space, a, c))
-  flat = 0.5 * linalg.safe_sqrt(2 * dab**2 + 2 * dbc**2 - dac**2)
-  excess = jnp.where(flat > 0, (med - flat) / jnp.where(flat > 0, flat, 1.0), 0.0)
-  return AlexandrovCurvature(median=med, euclidean_median=flat, excess=excess)
+    """Alexandrov (triangle comparison) curvature of the triangle ``a, b, c`` measured at ``b``."""
+    a, b, c = space.common(a, b, c)
+    dab, dbc, dac = space.distance(a, b), space.distance(b, c), space.distance(a, c)
+    med = space.distance(b, midpoint(space, a, c))
+    flat = 0.5 * linalg.safe_sqrt(2 * dab**2 + 2 * dbc**2 - dac**2)
+    excess = jnp.where(flat > 0, (med - flat) / jnp.where(flat > 0, flat, 1.0), 0.0)
+    return AlexandrovCurvature(median=med, euclidean_median=flat, excess=excess)

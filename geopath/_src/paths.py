@@ -25,7 +25,8 @@ Everything is pure JAX: the heavy lifting is ``jax.vmap`` over layers inside
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -396,7 +397,9 @@ def _aligned_geodesic(space, Pa, ia, fa, Pb, ib, fb):
     return jax.vmap(one)(ia, fa, ib, fb)
 
 
-def compare_paths(space, points_a, points_b, *, num: int | None = None, method: str = "geodesic") -> PathComparison:
+def compare_paths(
+    space, points_a, points_b, *, num: int | None = None, method: str = "geodesic"
+) -> PathComparison:
     """Compare two paths (e.g. two architectures, or two seeds) layer by layer.
 
     Both paths are put on a common relative-depth grid ``s_j = j / (K - 1)``,

@@ -22,22 +22,26 @@ _NAME = FLAG.split("=")[0]
 
 
 def apply() -> bool:
-  """Adds :data:`FLAG` to ``XLA_FLAGS`` if allowed and still effective; returns whether the flag is active."""
-  if os.environ.get("GEOPATH_XLA_WORKAROUND", "1").strip().lower() in ("0", "false", "no", "off"):
-    return False
-  flags = os.environ.get("XLA_FLAGS", "")
-  if _NAME in flags:
-    return FLAG in flags.split()
-  try:
-    from jax._src import xla_bridge
-    started = xla_bridge.backends_are_initialized()
-  except (ImportError, AttributeError):  # private API moved: assume not started
-    started = False
-  if started:
-    warnings.warn(
-        "geopath was imported after JAX started its backends, so it could not set XLA_FLAGS="
-        f"{FLAG} (a workaround for an XLA CPU deadlock in vmapped projections). Import geopath first, or "
-        "set the flag yourself.", RuntimeWarning, stacklevel=3)
-    return False
-  os.environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()
-  return True
+    """Adds :data:`FLAG` to ``XLA_FLAGS`` if allowed and still effective; returns whether the flag is active."""
+    if os.environ.get("GEOPATH_XLA_WORKAROUND", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _NAME in flags:
+        return FLAG in flags.split()
+    try:
+        from jax._src import xla_bridge
+
+        started = xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):  # private API moved: assume not started
+        started = False
+    if started:
+        warnings.warn(
+            "geopath was imported after JAX started its backends, so it could not set XLA_FLAGS="
+            f"{FLAG} (a workaround for an XLA CPU deadlock in vmapped projections). Import geopath first, or "
+            "set the flag yourself.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()
+    return True

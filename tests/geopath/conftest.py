@@ -7,8 +7,8 @@ passing float32 arrays (with x64 enabled, float32 inputs stay float32).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import jax
 
@@ -22,8 +22,8 @@ import geopath as gp  # noqa: E402
 
 from . import reference as R  # noqa: E402
 
-N = 16            # default number of inputs (rows)
-WIDTHS = (5, 8)   # default feature widths (p != q; both < N so alpha < 1 is fine)
+N = 16  # default number of inputs (rows)
+WIDTHS = (5, 8)  # default feature widths (p != q; both < N so alpha < 1 is fine)
 
 
 # --------------------------------------------------------------------------
@@ -70,10 +70,10 @@ def to_np(a) -> np.ndarray:
 class Spec:
     name: str
     make: Callable[[], object]
-    family: str                 # "shape" | "sphere" | "spd" | "flat"
-    angular: bool               # distances are angles in [0, pi]
-    alpha: Optional[float] = None
-    ref: Optional[Callable] = None   # reference distance on raw (x, y)
+    family: str  # "shape" | "sphere" | "spd" | "flat"
+    angular: bool  # distances are angles in [0, pi]
+    alpha: float | None = None
+    ref: Callable | None = None  # reference distance on raw (x, y)
 
     @property
     def space(self):
@@ -96,21 +96,58 @@ def _spd_ref(x, y):
 
 
 SPECS = {
-    "angular_a1": Spec("angular_a1", lambda: gp.AngularShape(alpha=1.0), "shape", True, 1.0,
-                       lambda x, y: R.angular_shape_distance(x, y, 1.0)),
-    "angular_a05": Spec("angular_a05", lambda: gp.AngularShape(alpha=0.5), "shape", True, 0.5,
-                        lambda x, y: R.angular_shape_distance(x, y, 0.5)),
-    "angular_a0": Spec("angular_a0", lambda: gp.AngularShape(alpha=0.0), "shape", True, 0.0,
-                       lambda x, y: R.angular_shape_distance(x, y, 0.0)),
-    "euclid_a1": Spec("euclid_a1", lambda: gp.EuclideanShape(alpha=1.0), "shape", False, 1.0,
-                      lambda x, y: R.euclidean_shape_distance(x, y, 1.0)),
-    "euclid_a05": Spec("euclid_a05", lambda: gp.EuclideanShape(alpha=0.5), "shape", False, 0.5,
-                       lambda x, y: R.euclidean_shape_distance(x, y, 0.5)),
-    "euclid_a0": Spec("euclid_a0", lambda: gp.EuclideanShape(alpha=0.0), "shape", False, 0.0,
-                      lambda x, y: R.euclidean_shape_distance(x, y, 0.0)),
+    "angular_a1": Spec(
+        "angular_a1",
+        lambda: gp.AngularShape(alpha=1.0),
+        "shape",
+        True,
+        1.0,
+        lambda x, y: R.angular_shape_distance(x, y, 1.0),
+    ),
+    "angular_a05": Spec(
+        "angular_a05",
+        lambda: gp.AngularShape(alpha=0.5),
+        "shape",
+        True,
+        0.5,
+        lambda x, y: R.angular_shape_distance(x, y, 0.5),
+    ),
+    "angular_a0": Spec(
+        "angular_a0",
+        lambda: gp.AngularShape(alpha=0.0),
+        "shape",
+        True,
+        0.0,
+        lambda x, y: R.angular_shape_distance(x, y, 0.0),
+    ),
+    "euclid_a1": Spec(
+        "euclid_a1",
+        lambda: gp.EuclideanShape(alpha=1.0),
+        "shape",
+        False,
+        1.0,
+        lambda x, y: R.euclidean_shape_distance(x, y, 1.0),
+    ),
+    "euclid_a05": Spec(
+        "euclid_a05",
+        lambda: gp.EuclideanShape(alpha=0.5),
+        "shape",
+        False,
+        0.5,
+        lambda x, y: R.euclidean_shape_distance(x, y, 0.5),
+    ),
+    "euclid_a0": Spec(
+        "euclid_a0",
+        lambda: gp.EuclideanShape(alpha=0.0),
+        "shape",
+        False,
+        0.0,
+        lambda x, y: R.euclidean_shape_distance(x, y, 0.0),
+    ),
     "cka": Spec("cka", lambda: gp.AngularCKA(), "sphere", True, None, _cka_ref),
-    "cka_unbiased": Spec("cka_unbiased", lambda: gp.AngularCKA(unbiased=True), "sphere", True,
-                         None, _cka_u_ref),
+    "cka_unbiased": Spec(
+        "cka_unbiased", lambda: gp.AngularCKA(unbiased=True), "sphere", True, None, _cka_u_ref
+    ),
     "cka_rbf": Spec("cka_rbf", lambda: gp.AngularCKA(kernel="rbf"), "sphere", True, None, None),
     "affine": Spec("affine", lambda: gp.AffineInvariant(eps=1e-3), "spd", False, None, _spd_ref),
     "stress": Spec("stress", lambda: gp.Stress(), "flat", False, None, R.stress_distance),
@@ -118,6 +155,7 @@ SPECS = {
 
 ALL = list(SPECS.values())
 SHAPE = [s for s in ALL if s.family == "shape"]
+
 
 def ids(specs):
     return [s.name for s in specs]

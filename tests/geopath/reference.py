@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.spatial.distance import pdist, squareform
+from scipy.spatial.distance import pdist
+from scipy.spatial.distance import squareform
 
 # --------------------------------------------------------------------------
 # small helpers
@@ -74,8 +75,9 @@ def center_scale(x) -> np.ndarray:
     return Xc * (np.sqrt(n) / np.linalg.norm(Xc))
 
 
-def shape_features(x, alpha: float, *, whiten_eps: float = 1e-6,
-                   normalize: bool = True, rank_rtol: float = 1e-10) -> np.ndarray:
+def shape_features(
+    x, alpha: float, *, whiten_eps: float = 1e-6, normalize: bool = True, rank_rtol: float = 1e-10
+) -> np.ndarray:
     """Partially whitened representation (feature route, [n, p]).
 
     X~ = Xc (alpha I + (1 - alpha) (Xc^T Xc / n + eps I)^{-1/2}), computed via
@@ -87,7 +89,7 @@ def shape_features(x, alpha: float, *, whiten_eps: float = 1e-6,
     n = Xc.shape[0]
     if alpha < 1.0:
         u, s, vt = np.linalg.svd(Xc, full_matrices=False)
-        lam = s ** 2 / n
+        lam = s**2 / n
         keep = lam > rank_rtol * lam.max()
         w = alpha + (1.0 - alpha) / np.sqrt(lam[keep] + whiten_eps)
         Xt = (u[:, keep] * (s[keep] * w)) @ vt[keep]
@@ -103,8 +105,7 @@ def angular_shape_distance_points(a, b) -> float:
 
 
 def angular_shape_distance(x, y, alpha: float, **kw) -> float:
-    return angular_shape_distance_points(shape_features(x, alpha, **kw),
-                                         shape_features(y, alpha, **kw))
+    return angular_shape_distance_points(shape_features(x, alpha, **kw), shape_features(y, alpha, **kw))
 
 
 def euclidean_shape_distance_points(a, b) -> float:
@@ -128,8 +129,9 @@ def euclidean_shape_features(x, alpha: float, **kw) -> np.ndarray:
 
 
 def euclidean_shape_distance(x, y, alpha: float, **kw) -> float:
-    return euclidean_shape_distance_points(euclidean_shape_features(x, alpha, **kw),
-                                           euclidean_shape_features(y, alpha, **kw))
+    return euclidean_shape_distance_points(
+        euclidean_shape_features(x, alpha, **kw), euclidean_shape_features(y, alpha, **kw)
+    )
 
 
 def procrustes_align(a, b) -> np.ndarray:
@@ -242,7 +244,7 @@ def linear_gram(x) -> np.ndarray:
 def rbf_gram(x, sigma: float) -> np.ndarray:
     X = flat(x)
     d2 = squareform(pdist(X, "sqeuclidean"))
-    return np.exp(-d2 / (2.0 * sigma ** 2))
+    return np.exp(-d2 / (2.0 * sigma**2))
 
 
 def cka_point(k, unbiased: bool = False) -> np.ndarray:
@@ -285,7 +287,7 @@ def affine_invariant_distance_points(a, b) -> float:
 def affine_invariant_geodesic(a, b, t: float) -> np.ndarray:
     ah = spd_fn(a, np.sqrt)
     aih = spd_fn(a, lambda w: 1.0 / np.sqrt(w))
-    m = spd_fn(aih @ b @ aih, lambda w: w ** t)
+    m = spd_fn(aih @ b @ aih, lambda w: w**t)
     return ah @ m @ ah
 
 

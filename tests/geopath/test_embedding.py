@@ -101,7 +101,7 @@ def test_spherical_mds_on_real_angular_metric():
     r = np.random.default_rng(4)
     x = r.standard_normal((12, 5))
     reps = [x]
-    for i in range(5):
+    for _ in range(5):
         reps.append(np.tanh(reps[-1] @ r.standard_normal((reps[-1].shape[1], 6))))
     D = np.asarray(gp.pairwise_distances(space, reps))
     res = gp.spherical_mds(D, dim=3)

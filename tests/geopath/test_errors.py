@@ -10,7 +10,11 @@ import pytest
 
 import geopath as gp
 
-from .conftest import ALL, SPECS, N, ids, rand_rep
+from .conftest import ALL
+from .conftest import SPECS
+from .conftest import N
+from .conftest import ids
+from .conftest import rand_rep
 
 
 def _nan_rep(rng, n=N, p=5, value=np.nan):

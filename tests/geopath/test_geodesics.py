@@ -11,7 +11,14 @@ from scipy.optimize import minimize_scalar
 import geopath as gp
 
 from . import reference as R
-from .conftest import ALL, SHAPE, SPECS, N, ids, rand_rep, related_rep, to_np
+from .conftest import ALL
+from .conftest import SHAPE
+from .conftest import SPECS
+from .conftest import N
+from .conftest import ids
+from .conftest import rand_rep
+from .conftest import related_rep
+from .conftest import to_np
 
 TS = (0.0, 0.25, 0.5, 0.8, 1.0)
 
@@ -56,8 +63,9 @@ def _ref_geodesic(spec, a, b, t):
 def _ref_points_distance(spec, a, b) -> float:
     a, b = to_np(a), to_np(b)
     if spec.family == "shape":
-        return (R.angular_shape_distance_points(a, b) if spec.angular
-                else R.euclidean_shape_distance_points(a, b))
+        return (
+            R.angular_shape_distance_points(a, b) if spec.angular else R.euclidean_shape_distance_points(a, b)
+        )
     if spec.family == "sphere":
         return R.sphere_distance(a, b)
     if spec.family == "spd":
@@ -88,16 +96,16 @@ def test_geodesic_identities(spec, rng):
     if spec.family != "shape":
         np.testing.assert_allclose(to_np(space.geodesic(a, b, 0.0)), to_np(a), atol=1e-10)
         np.testing.assert_allclose(to_np(space.geodesic(a, b, 1.0)), to_np(b), atol=1e-8)
-        np.testing.assert_allclose(to_np(space.geodesic(a, b, 0.4)),
-                                   _ref_geodesic(spec, a, b, 0.4), atol=1e-9)
+        np.testing.assert_allclose(
+            to_np(space.geodesic(a, b, 0.4)), _ref_geodesic(spec, a, b, 0.4), atol=1e-9
+        )
     else:
         np.testing.assert_allclose(to_np(space.geodesic(a, b, 0.0))[:, :5], to_np(a), atol=1e-10)
         np.testing.assert_allclose(to_np(space.geodesic(a, b, 0.0))[:, 5:], 0.0, atol=1e-10)
         g1 = to_np(space.geodesic(a, b, 1.0))
         np.testing.assert_allclose(g1, to_np(space.align(a, b)), atol=1e-9)
         if spec.angular:
-            np.testing.assert_allclose(np.linalg.norm(to_np(space.geodesic(a, b, 0.37))), 1.0,
-                                       rtol=1e-12)
+            np.testing.assert_allclose(np.linalg.norm(to_np(space.geodesic(a, b, 0.37))), 1.0, rtol=1e-12)
     # midpoint and subdivision
     m = gp.midpoint(space, a, b)
     np.testing.assert_allclose([D(space, a, m), D(space, m, b)], [d / 2, d / 2], rtol=1e-7)
@@ -112,10 +120,8 @@ def test_shape_geodesic_same_width_vs_reference(spec, rng):
     """Same width: the aligned representative is unique, compare arrays directly."""
     space, a, b = _pair(spec, rng, 6, 6)
     for t in (0.3, 0.9):
-        np.testing.assert_allclose(to_np(space.geodesic(a, b, t)), _ref_geodesic(spec, a, b, t),
-                                   atol=1e-9)
-    np.testing.assert_allclose(to_np(space.align(a, b)), R.procrustes_align(to_np(a), to_np(b)),
-                               atol=1e-9)
+        np.testing.assert_allclose(to_np(space.geodesic(a, b, t)), _ref_geodesic(spec, a, b, t), atol=1e-9)
+    np.testing.assert_allclose(to_np(space.align(a, b)), R.procrustes_align(to_np(a), to_np(b)), atol=1e-9)
 
 
 @pytest.mark.parametrize("spec", ALL, ids=ids(ALL))
@@ -133,7 +139,7 @@ def test_angles(spec, rng):
         ref = np.arccos((np.cos(dac) - np.cos(dab) * np.cos(dbc)) / (np.sin(dab) * np.sin(dbc)))
         np.testing.assert_allclose(th, ref, rtol=1e-7)
     elif spec.family == "flat":  # Euclidean law of cosines
-        ref = np.arccos((dab ** 2 + dbc ** 2 - dac ** 2) / (2 * dab * dbc))
+        ref = np.arccos((dab**2 + dbc**2 - dac**2) / (2 * dab * dbc))
         np.testing.assert_allclose(th, ref, rtol=1e-7)
     else:  # the angle from log vectors and the Riemannian inner product
         u = space.log(b, a)
@@ -171,14 +177,15 @@ def test_exp_log(spec, rng):
         an, bn = to_np(a), to_np(b)
         np.testing.assert_allclose(to_np(v), R.affine_invariant_log(an, bn), rtol=1e-8, atol=1e-8)
         w = 0.3 * R.affine_invariant_log(an, bn)
-        np.testing.assert_allclose(to_np(space.exp(a, jnp.asarray(w))),
-                                   R.affine_invariant_exp(an, w), rtol=1e-8, atol=1e-9)
-        np.testing.assert_allclose(float(space.inner(a, v, v)),
-                                   R.affine_invariant_inner(an, to_np(v), to_np(v)), rtol=1e-8)
+        np.testing.assert_allclose(
+            to_np(space.exp(a, jnp.asarray(w))), R.affine_invariant_exp(an, w), rtol=1e-8, atol=1e-9
+        )
+        np.testing.assert_allclose(
+            float(space.inner(a, v, v)), R.affine_invariant_inner(an, to_np(v), to_np(v)), rtol=1e-8
+        )
     else:
         np.testing.assert_allclose(to_np(v), to_np(b) - to_np(a), atol=1e-12)
-        np.testing.assert_allclose(float(space.norm(a, v)), R.stress_distance_points(a, b),
-                                   rtol=1e-10)
+        np.testing.assert_allclose(float(space.norm(a, v)), R.stress_distance_points(a, b), rtol=1e-10)
 
 
 @pytest.mark.parametrize("spec", ALL, ids=ids(ALL))
@@ -189,17 +196,18 @@ def test_transport(spec, rng):
     v = space.log(a, c2)
     tu = space.transport(a, b, u)
     tv = space.transport(a, b, v)
-    np.testing.assert_allclose(float(space.inner(b, tu, tv)), float(space.inner(a, u, v)),
-                               rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(
+        float(space.inner(b, tu, tv)), float(space.inner(a, u, v)), rtol=1e-8, atol=1e-10
+    )
     np.testing.assert_allclose(float(space.norm(b, tu)), float(space.norm(a, u)), rtol=1e-8)
     # the geodesic's own velocity is carried to (minus) the reverse log at the end point
     w = to_np(space.transport(a, b, space.log(a, b)))
     back = to_np(space.log(b, a))
     np.testing.assert_allclose(w, -back, atol=1e-8 * max(1.0, np.abs(back).max()))
     if spec.family == "spd":
-        np.testing.assert_allclose(to_np(tu), R.affine_invariant_transport(to_np(a), to_np(b),
-                                                                           to_np(u)),
-                                   rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(
+            to_np(tu), R.affine_invariant_transport(to_np(a), to_np(b), to_np(u)), rtol=1e-8, atol=1e-8
+        )
     if spec.family in ("shape", "sphere") and spec.angular:
         # transported vectors are tangent to the sphere at b
         bp = R.pad_to(to_np(b), to_np(tu).shape[1])
@@ -275,8 +283,7 @@ def _nearest_on_geodesic(space, a, b, c):
     grid = np.linspace(-1.0, 2.0, 31)
     fg = np.array([f(s) for s in grid])
     lo = grid[np.argmin(fg)]
-    res = minimize_scalar(f, bounds=(lo - 0.1, lo + 0.1), method="bounded",
-                          options={"xatol": 1e-10})
+    res = minimize_scalar(f, bounds=(lo - 0.1, lo + 0.1), method="bounded", options={"xatol": 1e-10})
     return res.x, res.fun, fg.min()
 
 
@@ -293,12 +300,16 @@ def test_project_generic_point(spec, rng):
     t_ref, d_ref, d_grid = _nearest_on_geodesic(space, a, b, c)
     assert dist <= d_grid * (1 + 1e-6), (
         f"project: t={t:.6f} d={dist:.9f}; a grid point is nearer: d={d_grid:.9f} "
-        f"(nearest: t={t_ref:.6f}, d={d_ref:.9f})")
+        f"(nearest: t={t_ref:.6f}, d={d_ref:.9f})"
+    )
     assert dist <= d_ref * (1 + 1e-6), (t, dist, t_ref, d_ref)
 
 
-@pytest.mark.parametrize("spec", [SPECS[k] for k in ("angular_a1", "cka", "stress", "euclid_a1")],
-                         ids=["angular_a1", "cka", "stress", "euclid_a1"])
+@pytest.mark.parametrize(
+    "spec",
+    [SPECS[k] for k in ("angular_a1", "cka", "stress", "euclid_a1")],
+    ids=["angular_a1", "cka", "stress", "euclid_a1"],
+)
 def test_project_generic_point_accuracy(spec, rng):
     """Where the nearest point is found, t should be accurate (default num_iters)."""
     space, a, b, c = _triple(spec, rng)
@@ -322,8 +333,7 @@ def test_frechet_mean_of_two_points(spec, rng):
     fm = gp.frechet_mean(space, [a, b], weights=jnp.array([1.0, 3.0]))
     np.testing.assert_allclose(D(space, a, fm.mean), 0.75 * d, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(D(space, fm.mean, b), 0.25 * d, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(float(fm.variance), (0.25 * 0.75 ** 2 + 0.75 * 0.25 ** 2) * d * d,
-                               rtol=1e-6)
+    np.testing.assert_allclose(float(fm.variance), (0.25 * 0.75**2 + 0.75 * 0.25**2) * d * d, rtol=1e-6)
     assert float(fm.residual) < 1e-6
 
 
@@ -332,19 +342,20 @@ def test_frechet_mean_flat_is_weighted_average(rng):
     pts = [space.point(rand_rep(rng, N, 4)) for _ in range(3)]
     w = np.array([0.2, 0.5, 0.3])
     fm = gp.frechet_mean(space, pts, weights=jnp.asarray(w))
-    np.testing.assert_allclose(to_np(fm.mean), sum(wi * to_np(p) for wi, p in zip(w, pts)),
-                               atol=1e-10)
+    np.testing.assert_allclose(to_np(fm.mean), sum(wi * to_np(p) for wi, p in zip(w, pts)), atol=1e-10)
 
 
-@pytest.mark.parametrize("name,sign", [("cka", 1), ("angular_a1", 1), ("affine", -1),
-                                       ("stress", 0), ("euclid_a1", 1)])
+@pytest.mark.parametrize(
+    "name,sign", [("cka", 1), ("angular_a1", 1), ("affine", -1), ("stress", 0), ("euclid_a1", 1)]
+)
 def test_alexandrov_curvature_sign(name, sign, rng):
     spec = SPECS[name]
     space, a, b, c = _triple(spec, rng)
     out = gp.alexandrov_curvature(space, a, b, c)
     dab, dbc, dac = D(space, a, b), D(space, b, c), D(space, a, c)
-    np.testing.assert_allclose(float(out.euclidean_median),
-                               0.5 * np.sqrt(2 * dab ** 2 + 2 * dbc ** 2 - dac ** 2), rtol=1e-9)
+    np.testing.assert_allclose(
+        float(out.euclidean_median), 0.5 * np.sqrt(2 * dab**2 + 2 * dbc**2 - dac**2), rtol=1e-9
+    )
     ex = float(out.excess)
     if sign == 0:
         assert abs(ex) < 1e-9
@@ -368,11 +379,14 @@ def test_stack_points_pads_shape_points(rng):
     for i in range(3):
         for j in range(3):
             np.testing.assert_allclose(D(space, st[i], st[j]), D(space, pts[i], pts[j]), atol=1e-12)
-    np.testing.assert_allclose(float(gp.path_length(space, pts)),
-                               D(space, pts[0], pts[1]) + D(space, pts[1], pts[2]), rtol=1e-12)
+    np.testing.assert_allclose(
+        float(gp.path_length(space, pts)), D(space, pts[0], pts[1]) + D(space, pts[1], pts[2]), rtol=1e-12
+    )
     with pytest.raises(ValueError):
-        gp.stack_points(gp.AngularCKA(), [gp.AngularCKA().point(rand_rep(rng, N, 3)),
-                                          gp.AngularCKA().point(rand_rep(rng, N + 1, 3))])
+        gp.stack_points(
+            gp.AngularCKA(),
+            [gp.AngularCKA().point(rand_rep(rng, N, 3)), gp.AngularCKA().point(rand_rep(rng, N + 1, 3))],
+        )
 
 
 # --------------------------------------------------------------------------
@@ -395,8 +409,13 @@ def test_eager_jit_vmap_agree(spec, rng):
 
     def f(s, a, b, c):
         pr = gp.project(s, a, b, c)
-        return {"distance": s.distance(a, b), "geodesic": s.geodesic(a, b, 0.3),
-                "angle": gp.angle(s, a, b, c), "project_t": pr.t, "project_d": pr.distance}
+        return {
+            "distance": s.distance(a, b),
+            "geodesic": s.geodesic(a, b, 0.3),
+            "angle": gp.angle(s, a, b, c),
+            "project_t": pr.t,
+            "project_d": pr.distance,
+        }
 
     def stack(outs):
         return {k: np.stack([to_np(o[k]) for o in outs]) for k in outs[0]}
@@ -412,9 +431,7 @@ def test_eager_jit_vmap_agree(spec, rng):
     ang_vm = jax.vmap(lambda a, b, c: gp.angle(space, a, b, c))(As, Bs, Cs)
     np.testing.assert_allclose(to_np(ang_vm), jit_out["angle"], rtol=1e-9, atol=1e-10)
     for name in eager:
-        np.testing.assert_allclose(jit_out[name][:1], eager[name], rtol=1e-9, atol=1e-10,
-                                   err_msg=name)
-        np.testing.assert_allclose(to_np(vm[name]), jit_out[name], rtol=1e-9, atol=1e-10,
-                                   err_msg=name)
+        np.testing.assert_allclose(jit_out[name][:1], eager[name], rtol=1e-9, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(to_np(vm[name]), jit_out[name], rtol=1e-9, atol=1e-10, err_msg=name)
     # sanity: the batch really differs between elements
     assert np.ptp(jit_out["distance"]) > 1e-3

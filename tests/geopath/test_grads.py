@@ -10,11 +10,28 @@ from jax.test_util import check_grads
 
 import geopath as gp
 
-from .conftest import SPECS, N, ids, orthogonal, rand_rep, related_rep
+from .conftest import SPECS
+from .conftest import N
+from .conftest import ids
+from .conftest import orthogonal
+from .conftest import rand_rep
+from .conftest import related_rep
 
 GRAD_SPECS = [SPECS[k] for k in ("angular_a1", "angular_a05", "cka", "affine")]
-DEGEN_SPECS = [SPECS[k] for k in ("angular_a1", "angular_a05", "angular_a0", "euclid_a1",
-                                  "euclid_a05", "cka", "cka_unbiased", "affine", "stress")]
+DEGEN_SPECS = [
+    SPECS[k]
+    for k in (
+        "angular_a1",
+        "angular_a05",
+        "angular_a0",
+        "euclid_a1",
+        "euclid_a05",
+        "cka",
+        "cka_unbiased",
+        "affine",
+        "stress",
+    )
+]
 
 
 def _data(rng, p=5, q=8):
@@ -51,8 +68,7 @@ def test_check_grads_geodesic(spec, rng):
     # equal widths: the aligned representative (an array) is unique and smooth in x
     x, y, _ = _data(rng, 5, 5)
     b = space.point(y)
-    check_grads(lambda x: space.geodesic(space.point(x), b, 0.3), (x,), order=1,
-                modes=("fwd", "rev"))
+    check_grads(lambda x: space.geodesic(space.point(x), b, 0.3), (x,), order=1, modes=("fwd", "rev"))
     if spec.family == "shape":
         # different widths: the zero-padded columns of the representative are only defined up to
         # a rotation, so differentiate the rotation-invariant g g^T instead
@@ -67,8 +83,7 @@ def test_check_grads_geodesic(spec, rng):
     x, y, _ = _data(rng)
     b = space.point(y)
     a = space.point(x)
-    check_grads(lambda t: space.geodesic(a, b, t), (jnp.asarray(0.4),), order=1,
-                modes=("fwd", "rev"))
+    check_grads(lambda t: space.geodesic(a, b, t), (jnp.asarray(0.4),), order=1, modes=("fwd", "rev"))
     # d/dt d(a, g(t)) = d(a, b) along the geodesic
     dd = jax.grad(lambda t: space.distance(a, space.geodesic(a, b, t)))(jnp.asarray(0.6))
     np.testing.assert_allclose(float(dd), float(space.distance(a, b)), rtol=1e-6)
@@ -80,8 +95,7 @@ def test_check_grads_angle(spec, rng):
     x, y, z = _data(rng)
     b = space.point(y)
     c = space.point(z)
-    check_grads(lambda x: gp.angle(space, space.point(x), b, c), (x,), order=1,
-                modes=("fwd", "rev"))
+    check_grads(lambda x: gp.angle(space, space.point(x), b, c), (x,), order=1, modes=("fwd", "rev"))
     a = space.point(x)
     check_grads(lambda y: gp.angle(space, a, space.point(y), c), (y,), order=1, modes=("rev",))
 
@@ -93,8 +107,7 @@ def test_check_grads_gram_route(alpha, rng):
     x = jnp.asarray(rand_rep(rng, 10, 25))
     y = jnp.asarray(related_rep(rng, np.asarray(x), 30))
     assert space.point(x).shape == (10, 10)
-    check_grads(lambda x: space.distance(space.point(x), space.point(y)), (x,), order=1,
-                modes=("fwd", "rev"))
+    check_grads(lambda x: space.distance(space.point(x), space.point(y)), (x,), order=1, modes=("fwd", "rev"))
 
 
 def _equal_sv_rep(rng, n, p, scale=3.0):
@@ -105,8 +118,11 @@ def _equal_sv_rep(rng, n, p, scale=3.0):
     return scale * q[:, :p]
 
 
-@pytest.mark.parametrize("spec", [SPECS["angular_a1"], SPECS["angular_a05"], SPECS["cka"]],
-                         ids=["angular_a1", "angular_a05", "cka"])
+@pytest.mark.parametrize(
+    "spec",
+    [SPECS["angular_a1"], SPECS["angular_a05"], SPECS["cka"]],
+    ids=["angular_a1", "angular_a05", "cka"],
+)
 def test_check_grads_at_repeated_singular_values(spec, rng):
     """Distance is smooth at a representation with repeated singular values: the gradient must be
     the true one (not just finite)."""
@@ -115,8 +131,7 @@ def test_check_grads_at_repeated_singular_values(spec, rng):
     sv = np.linalg.svd(np.asarray(x) - np.asarray(x).mean(0), compute_uv=False)
     np.testing.assert_allclose(sv, sv[0], rtol=1e-12)
     y = jnp.asarray(related_rep(rng, rand_rep(rng, N, 5), 6))
-    check_grads(lambda x: space.distance(space.point(x), space.point(y)), (x,), order=1,
-                modes=("fwd", "rev"))
+    check_grads(lambda x: space.distance(space.point(x), space.point(y)), (x,), order=1, modes=("fwd", "rev"))
 
 
 # --------------------------------------------------------------------------
@@ -171,8 +186,10 @@ def test_finite_gradients_at_degenerate_inputs(spec, rng):
         if not (np.isfinite(val) and _finite(grads)):
             bad.append(f"{name}: value={val}, finite grads={[_finite(g) for g in grads]}")
             continue
-        if name in ("identical", "repeated_sv_identical", "wide_identical",
-                    "duplicated_columns_identical") and val > 1e-6:
+        if (
+            name in ("identical", "repeated_sv_identical", "wide_identical", "duplicated_columns_identical")
+            and val > 1e-6
+        ):
             bad.append(f"{name}: d(x, x) = {val}")
         # (EuclideanShape and Stress keep the data's scale, so 2x + 1 is a different point)
         invariant = name == "rotated_copy" or (name == "affine_copy" and spec.angular)

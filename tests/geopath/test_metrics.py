@@ -11,8 +11,15 @@ import scipy.linalg as sla
 import geopath as gp
 
 from . import reference as R
-from .conftest import ALL, SHAPE, SPECS, N, ids, orthogonal, rand_rep, related_rep, to_np, \
-    well_conditioned
+from .conftest import ALL
+from .conftest import SPECS
+from .conftest import N
+from .conftest import ids
+from .conftest import orthogonal
+from .conftest import rand_rep
+from .conftest import related_rep
+from .conftest import to_np
+from .conftest import well_conditioned
 
 
 def dist(space, x, y) -> float:
@@ -82,8 +89,7 @@ def test_rotation_translation_invariance(spec, rng):
     c = 3.0 * rng.standard_normal((1, 5))
     np.testing.assert_allclose(dist(space, x @ q, y), d0, rtol=1e-8, atol=1e-9)
     np.testing.assert_allclose(dist(space, x + c, y), d0, rtol=1e-8, atol=1e-9)
-    np.testing.assert_allclose(dist(space, x @ q + c, y @ orthogonal(rng, 8)), d0,
-                               rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(dist(space, x @ q + c, y @ orthogonal(rng, 8)), d0, rtol=1e-8, atol=1e-9)
     assert dist(space, x, x @ q + c) <= _tol(spec)
     # appending all-zero features changes nothing (zero padding / embedding in more dims)
     xz = np.concatenate([x, np.zeros((N, 3))], axis=1)
@@ -99,23 +105,23 @@ def test_isotropic_scale(spec, rng):
     if spec.family == "flat":
         # Stress is NOT scale invariant: d(x, s x) = |s - 1| * rms of the distances.
         dx = R.distance_matrix(x)[np.triu_indices(N, 1)]
-        np.testing.assert_allclose(dist(space, x, 3.0 * x), 2.0 * np.sqrt(np.mean(dx ** 2)),
-                                   rtol=1e-9)
+        np.testing.assert_allclose(dist(space, x, 3.0 * x), 2.0 * np.sqrt(np.mean(dx**2)), rtol=1e-9)
         assert abs(dist(space, 3.0 * x, y) - d0) > 1e-2
     elif spec.family == "shape" and not spec.angular:
         # EuclideanShape keeps the data's scale (documented): homogeneous of degree 1
         np.testing.assert_allclose(dist(space, 7.5 * x, 7.5 * y), 7.5 * d0, rtol=1e-8)
         assert abs(dist(space, 7.5 * x, y) - d0) > 1e-2
-        np.testing.assert_allclose(dist(space, x, 3.0 * x),
-                                   2.0 * np.linalg.norm(R.euclidean_shape_features(x, spec.alpha)),
-                                   rtol=1e-7)
+        np.testing.assert_allclose(
+            dist(space, x, 3.0 * x),
+            2.0 * np.linalg.norm(R.euclidean_shape_features(x, spec.alpha)),
+            rtol=1e-7,
+        )
     else:
         np.testing.assert_allclose(dist(space, 7.5 * x, y), d0, rtol=1e-8, atol=1e-9)
         np.testing.assert_allclose(dist(space, 0.01 * x, 40.0 * y), d0, rtol=1e-8, atol=1e-9)
 
 
-@pytest.mark.parametrize("spec", [SPECS["angular_a0"], SPECS["euclid_a0"]],
-                         ids=["angular_a0", "euclid_a0"])
+@pytest.mark.parametrize("spec", [SPECS["angular_a0"], SPECS["euclid_a0"]], ids=["angular_a0", "euclid_a0"])
 def test_alpha0_affine_invariance(spec, rng):
     space = spec.space
     x = rand_rep(rng, N, 5)
@@ -135,10 +141,11 @@ def test_alpha0_affine_invariance(spec, rng):
     np.testing.assert_allclose(dist(space, x @ b, y), d0, rtol=2e-4, atol=2e-4)
 
 
-@pytest.mark.parametrize("spec", [SPECS[k] for k in ("angular_a1", "angular_a05", "euclid_a1",
-                                                      "euclid_a05", "cka", "affine", "stress")],
-                         ids=["angular_a1", "angular_a05", "euclid_a1", "euclid_a05", "cka",
-                              "affine", "stress"])
+@pytest.mark.parametrize(
+    "spec",
+    [SPECS[k] for k in ("angular_a1", "angular_a05", "euclid_a1", "euclid_a05", "cka", "affine", "stress")],
+    ids=["angular_a1", "angular_a05", "euclid_a1", "euclid_a05", "cka", "affine", "stress"],
+)
 def test_not_invariant_to_nonorthogonal_maps(spec, rng):
     space = spec.space
     x = rand_rep(rng, N, 5)
@@ -182,8 +189,7 @@ def test_shape_distances_vs_reference(alpha, n, p, q, rng):
         assert d_ang < 1e-2 * R.angular_shape_distance(x, y, 1.0)
         return
     np.testing.assert_allclose(d_ang, R.angular_shape_distance(x, y, alpha), rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(d_euc, R.euclidean_shape_distance(x, y, alpha), rtol=1e-7,
-                               atol=1e-8)
+    np.testing.assert_allclose(d_euc, R.euclidean_shape_distance(x, y, alpha), rtol=1e-7, atol=1e-8)
     # the convenience wrapper on raw activations
     np.testing.assert_allclose(float(gp.distance(ang, x, y)), d_ang, rtol=1e-10)
     # scipy Procrustes residual on the (reference) normalised representations
@@ -192,13 +198,12 @@ def test_shape_distances_vs_reference(alpha, n, p, q, rng):
     ap, bp = R.pad_pair(a, b)
     rot, _ = sla.orthogonal_procrustes(bp, ap)
     res = np.linalg.norm(bp @ rot - ap)
-    np.testing.assert_allclose(np.cos(d_ang), 1.0 - 0.5 * res ** 2, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(np.cos(d_ang), 1.0 - 0.5 * res**2, rtol=1e-7, atol=1e-9)
     if alpha == 1.0:
         # the Euclidean point is the centred data: d_E^2 = |Xc|^2 + |Yc|^2 - 2 |Xc| |Yc| cos d_A
         nx = np.linalg.norm(x - x.mean(0))
         ny = np.linalg.norm(y - y.mean(0))
-        np.testing.assert_allclose(d_euc ** 2, nx ** 2 + ny ** 2 - 2 * nx * ny * np.cos(d_ang),
-                                   rtol=1e-7)
+        np.testing.assert_allclose(d_euc**2, nx**2 + ny**2 - 2 * nx * ny * np.cos(d_ang), rtol=1e-7)
 
 
 @pytest.mark.parametrize("p,q", [(5, 5), (6, 4)])
@@ -230,15 +235,14 @@ def test_linear_cka_vs_formula(rng):
         np.testing.assert_allclose(np.cos(dist(space, x, y)), cka, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(dist(space, x, y), np.arccos(cka), rtol=1e-8)
         # the point is the normalised doubly-centred Gram
-        np.testing.assert_allclose(to_np(space.point(x)), R.cka_point(R.linear_gram(x)),
-                                   atol=1e-12)
+        np.testing.assert_allclose(to_np(space.point(x)), R.cka_point(R.linear_gram(x)), atol=1e-12)
 
 
 def test_unbiased_cka_vs_song_hsic(rng):
     space = gp.AngularCKA(unbiased=True)
     x = rand_rep(rng, N, 5)
     y = related_rep(rng, x, 8)
-    ref = R.unbiased_linear_cka(x, y)       # Song et al. unbiased HSIC (no U-centering)
+    ref = R.unbiased_linear_cka(x, y)  # Song et al. unbiased HSIC (no U-centering)
     np.testing.assert_allclose(np.cos(dist(space, x, y)), ref, rtol=1e-9, atol=1e-12)
     a = to_np(space.point(x))
     np.testing.assert_allclose(a, R.cka_point(R.linear_gram(x), unbiased=True), atol=1e-12)
@@ -260,13 +264,16 @@ def test_rbf_cka_median_heuristic(rng):
         ka = R.rbf_gram(x, R.rbf_median_sigma(x, scale))
         kb = R.rbf_gram(y, R.rbf_median_sigma(y, scale))
         np.testing.assert_allclose(a, R.cka_point(ka), atol=1e-11)
-        np.testing.assert_allclose(float(space.distance(a, b)),
-                                   R.sphere_distance(R.cka_point(ka), R.cka_point(kb)), rtol=1e-8)
+        np.testing.assert_allclose(
+            float(space.distance(a, b)), R.sphere_distance(R.cka_point(ka), R.cka_point(kb)), rtol=1e-8
+        )
         ua = to_np(gp.AngularCKA(kernel="rbf", rbf_scale=scale, unbiased=True).point(x))
         np.testing.assert_allclose(ua, R.cka_point(ka, unbiased=True), atol=1e-11)
     # the bandwidth matters ...
-    assert abs(dist(gp.AngularCKA(kernel="rbf", rbf_scale=0.3), x, y)
-               - dist(gp.AngularCKA(kernel="rbf"), x, y)) > 1e-3
+    assert (
+        abs(dist(gp.AngularCKA(kernel="rbf", rbf_scale=0.3), x, y) - dist(gp.AngularCKA(kernel="rbf"), x, y))
+        > 1e-3
+    )
     # ... and a huge bandwidth tends to linear CKA
     big = gp.AngularCKA(kernel="rbf", rbf_scale=1e3)
     np.testing.assert_allclose(dist(big, x, y), dist(gp.AngularCKA(), x, y), atol=1e-5)
@@ -280,14 +287,17 @@ def test_affine_invariant_vs_generalized_eigh(rng):
         a = to_np(space.point(x))
         np.testing.assert_allclose(a, R.spd_point(x, 1e-3), atol=1e-12)
         np.testing.assert_allclose(np.trace(a), N * (1 + 1e-3), rtol=1e-12)
-        np.testing.assert_allclose(dist(space, x, y), R.affine_invariant_distance_points(
-            R.spd_point(x), R.spd_point(y)), rtol=1e-8)
+        np.testing.assert_allclose(
+            dist(space, x, y), R.affine_invariant_distance_points(R.spd_point(x), R.spd_point(y)), rtol=1e-8
+        )
     # eps matters
     x = rand_rep(rng, N, 5)
     y = related_rep(rng, x, 8)
-    np.testing.assert_allclose(dist(gp.AffineInvariant(eps=1e-2), x, y),
-                               R.affine_invariant_distance_points(R.spd_point(x, 1e-2),
-                                                                  R.spd_point(y, 1e-2)), rtol=1e-8)
+    np.testing.assert_allclose(
+        dist(gp.AffineInvariant(eps=1e-2), x, y),
+        R.affine_invariant_distance_points(R.spd_point(x, 1e-2), R.spd_point(y, 1e-2)),
+        rtol=1e-8,
+    )
 
 
 def test_stress_vs_numpy(rng):
@@ -311,8 +321,7 @@ def test_bures_similarity_vs_sqrtm(p, q, rng):
     # ... and the Gram identity tr sqrt(Kx^1/2 Ky Kx^1/2) = ||X^T Y||_*
     # (rank-deficient Grams: the zero eigenvalues of kx^1/2 ky kx^1/2 come out as +-1e-16 and
     #  their square roots add ~sqrt(eps) each, so only ~1e-8 relative accuracy is possible)
-    np.testing.assert_allclose(got, R.nuclear_norm(x.T @ y) / np.sqrt(p * q),
-                               rtol=1e-8 if p >= N else 1e-7)
+    np.testing.assert_allclose(got, R.nuclear_norm(x.T @ y) / np.sqrt(p * q), rtol=1e-8 if p >= N else 1e-7)
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0])
@@ -330,14 +339,14 @@ def test_gram_route_equals_feature_route(alpha, p, q, rng):
         d_g = dist(sg, x, y)
         np.testing.assert_allclose(d_g, d_f, rtol=1e-7, atol=1e-8)
         # Gram points and feature points of the same space are interchangeable
-        np.testing.assert_allclose(float(sf.distance(sf.point(x), sg.point(y))), d_f, rtol=1e-7,
-                                   atol=1e-8)
+        np.testing.assert_allclose(float(sf.distance(sf.point(x), sg.point(y))), d_f, rtol=1e-7, atol=1e-8)
         assert float(sf.distance(sf.point(x), sg.point(x))) <= 2e-6
         # default "auto" gives the same distance
         np.testing.assert_allclose(dist(cls(alpha=alpha), x, y), d_f, rtol=1e-7, atol=1e-8)
     ref = R.angular_shape_distance(x, y, alpha)
-    np.testing.assert_allclose(dist(gp.AngularShape(alpha=alpha, method="gram"), x, y), ref,
-                               rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(
+        dist(gp.AngularShape(alpha=alpha, method="gram"), x, y), ref, rtol=1e-7, atol=1e-8
+    )
 
 
 def test_angular_shape_is_arccos_bures(rng):
@@ -371,8 +380,7 @@ FLOAT32_ERRORS: dict = {}
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
-@pytest.mark.parametrize("n,widths", [(16, (5, 8, 12)), (20, (7, 50, 35))],
-                         ids=["features", "gram"])
+@pytest.mark.parametrize("n,widths", [(16, (5, 8, 12)), (20, (7, 50, 35))], ids=["features", "gram"])
 def test_float32_angular_shape(alpha, n, widths, rng):
     space = gp.AngularShape(alpha=alpha)
     x0 = rand_rep(rng, n, 6)
@@ -386,8 +394,7 @@ def test_float32_angular_shape(alpha, n, widths, rng):
         d32 = space.distance(pts32[i], pts32[j])
         assert d32.dtype == np.float32
         d64 = float(space.distance(pts64[i], pts64[j]))
-        np.testing.assert_allclose(d64, R.angular_shape_distance(xs32[i], xs32[j], alpha),
-                                   rtol=1e-7)
+        np.testing.assert_allclose(d64, R.angular_shape_distance(xs32[i], xs32[j], alpha), rtol=1e-7)
         err = abs(float(d32) - d64)
         worst_all = max(worst_all, err)
         if d64 > 0.1:  # well separated
@@ -395,30 +402,32 @@ def test_float32_angular_shape(alpha, n, widths, rng):
             worst = max(worst, err)
     assert separated >= 4
     FLOAT32_ERRORS[(alpha, n, widths)] = worst
-    print(f"float32 max |d32 - d64| (alpha={alpha}, n={n}, widths={widths}): {worst:.3e} rad "
-          f"(well separated), {worst_all:.3e} rad (all pairs)")
+    print(
+        f"float32 max |d32 - d64| (alpha={alpha}, n={n}, widths={widths}): {worst:.3e} rad "
+        f"(well separated), {worst_all:.3e} rad (all pairs)"
+    )
     assert worst <= 1e-4
 
 
 def test_cka_rbf_fixed_sigma_matches_formula(rng):
-  """rbf_sigma fixes the kernel length: compare against a direct float64 computation."""
-  x = rng.standard_normal((15, 4))
-  y = rng.standard_normal((15, 6))
-  sigma = 1.7
+    """rbf_sigma fixes the kernel length: compare against a direct float64 computation."""
+    x = rng.standard_normal((15, 4))
+    y = rng.standard_normal((15, 6))
+    sigma = 1.7
 
-  def kern(z):
-    z = z - z.mean(0)
-    d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
-    k = np.exp(-d2 / (2 * sigma**2))
-    h = np.eye(15) - 1.0 / 15
-    kc = h @ k @ h
-    return kc / np.linalg.norm(kc)
+    def kern(z):
+        z = z - z.mean(0)
+        d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+        k = np.exp(-d2 / (2 * sigma**2))
+        h = np.eye(15) - 1.0 / 15
+        kc = h @ k @ h
+        return kc / np.linalg.norm(kc)
 
-  ref = np.arccos(np.clip(np.sum(kern(x) * kern(y)), -1, 1))
-  space = gp.AngularCKA(kernel="rbf", rbf_sigma=sigma)
-  np.testing.assert_allclose(float(space.distance(space.point(x), space.point(y))), ref, atol=1e-9)
-  # a different sigma gives a different distance (the option is really used)
-  other = gp.AngularCKA(kernel="rbf", rbf_sigma=0.3)
-  assert abs(float(other.distance(other.point(x), other.point(y))) - ref) > 1e-3
-  with pytest.raises(ValueError, match="rbf_sigma"):
-    gp.AngularCKA(kernel="rbf", rbf_sigma=-1.0)
+    ref = np.arccos(np.clip(np.sum(kern(x) * kern(y)), -1, 1))
+    space = gp.AngularCKA(kernel="rbf", rbf_sigma=sigma)
+    np.testing.assert_allclose(float(space.distance(space.point(x), space.point(y))), ref, atol=1e-9)
+    # a different sigma gives a different distance (the option is really used)
+    other = gp.AngularCKA(kernel="rbf", rbf_sigma=0.3)
+    assert abs(float(other.distance(other.point(x), other.point(y))) - ref) > 1e-3
+    with pytest.raises(ValueError, match="rbf_sigma"):
+        gp.AngularCKA(kernel="rbf", rbf_sigma=-1.0)

@@ -12,7 +12,11 @@ import pytest
 
 import geopath as gp
 
-from .conftest import SPECS, ids, rand_rep, related_rep, to_np
+from .conftest import SPECS
+from .conftest import ids
+from .conftest import rand_rep
+from .conftest import related_rep
+from .conftest import to_np
 
 NL = 20
 WIDTHS = (3, 7, 8, 64, 200)  # feature route (p <= n) and Gram route (p > n); several width buckets
@@ -58,12 +62,12 @@ def test_pairwise_matches_individual(spec, rng):
     np.testing.assert_array_equal(np.diag(Dm), 0.0)
     np.testing.assert_allclose(Dm, Dm.T, atol=0)
     pts = [space.point(x) for x in xs]
-    ind = np.array([[float(space.distance(pts[i], pts[j])) if i != j else 0.0 for j in range(L)]
-                    for i in range(L)])
+    ind = np.array(
+        [[float(space.distance(pts[i], pts[j])) if i != j else 0.0 for j in range(L)] for i in range(L)]
+    )
     np.testing.assert_allclose(Dm, ind, rtol=1e-8, atol=1e-10)
     if spec.ref is not None:
-        ref = np.array([[spec.ref(xs[i], xs[j]) if i != j else 0.0 for j in range(L)]
-                        for i in range(L)])
+        ref = np.array([[spec.ref(xs[i], xs[j]) if i != j else 0.0 for j in range(L)] for i in range(L)])
         np.testing.assert_allclose(Dm, ref, rtol=1e-6, atol=1e-8)
     # the same from points
     Dp = to_np(gp.pairwise_distances(space, pts, are_points=True))
@@ -76,11 +80,11 @@ def test_pairwise_alpha_half_mixed_routes(rng):
     xs = _layers(rng, (4, 9, 35))
     Dm = to_np(gp.pairwise_distances(space, xs))
     from . import reference as R
+
     for i in range(3):
         for j in range(3):
             if i != j:
-                np.testing.assert_allclose(Dm[i, j], R.angular_shape_distance(xs[i], xs[j], 0.5),
-                                           rtol=1e-6)
+                np.testing.assert_allclose(Dm[i, j], R.angular_shape_distance(xs[i], xs[j], 0.5), rtol=1e-6)
 
 
 @pytest.mark.parametrize("spec", [SPECS["angular_a1"], SPECS["cka"]], ids=["angular_a1", "cka"])
@@ -92,10 +96,12 @@ def test_cross_distances(spec, rng):
     assert C.shape == (3, 2)
     for i in range(3):
         for j in range(2):
-            np.testing.assert_allclose(C[i, j], float(gp.distance(space, xs[i], ys[j])),
-                                       rtol=1e-8, atol=1e-10)
-    Cp = to_np(gp.cross_distances(space, [space.point(x) for x in xs],
-                                  [space.point(y) for y in ys], are_points=True))
+            np.testing.assert_allclose(
+                C[i, j], float(gp.distance(space, xs[i], ys[j])), rtol=1e-8, atol=1e-10
+            )
+    Cp = to_np(
+        gp.cross_distances(space, [space.point(x) for x in xs], [space.point(y) for y in ys], are_points=True)
+    )
     np.testing.assert_allclose(Cp, C, rtol=1e-12, atol=1e-12)
     # a layer against itself in the other list gives 0
     C2 = to_np(gp.cross_distances(space, xs, [xs[1], ys[0]]))

@@ -223,8 +223,14 @@ def _grad_setup(space, widths):
 
     def others(h):
         a = analysis(h)
-        return (a.straightness + jnp.sum(a.dist_to_target) + jnp.sum(a.proj_t) + jnp.sum(a.proj_residual)
-                + jnp.sum(a.turning) + jnp.sum(a.dist_to_input))
+        return (
+            a.straightness
+            + jnp.sum(a.dist_to_target)
+            + jnp.sum(a.proj_t)
+            + jnp.sum(a.proj_residual)
+            + jnp.sum(a.turning)
+            + jnp.sum(a.dist_to_input)
+        )
 
     return xs[1], analysis, others
 
@@ -341,8 +347,9 @@ def test_analyze_checkpoints_matches_per_checkpoint():
     for t in range(T):
         single = gp.analyze_path(space, [space.point(v) for v in reps[t]], y)
         for f in single._fields:
-            np.testing.assert_allclose(getattr(stacked, f)[t], getattr(single, f), rtol=1e-8, atol=1e-9,
-                                       err_msg=f)
+            np.testing.assert_allclose(
+                getattr(stacked, f)[t], getattr(single, f), rtol=1e-8, atol=1e-9, err_msg=f
+            )
     # points in, and an explicit stacked array
     pts = [[space.point(v) for v in r] for r in reps]
     s2 = gp.analyze_checkpoints(space, pts, y, are_points=True)

@@ -53,8 +53,7 @@ def test_plot_paths_2d(data, tmp_path):
     emb = gp.classical_mds(D, dim=2).coords
     emb = np.asarray(emb)
     coords = {"net_a": emb[:5], "net_b": emb[5:12]}
-    fig = plotting.plot_paths_2d(coords, target=emb[-1],
-                                 layer_labels={"net_a": [f"a{i}" for i in range(5)]})
+    fig = plotting.plot_paths_2d(coords, target=emb[-1], layer_labels={"net_a": [f"a{i}" for i in range(5)]})
     ax = fig.axes[0]
     assert ax.get_title() and "radians" in ax.get_xlabel()
     assert ax.get_legend() is not None
@@ -94,20 +93,24 @@ def test_plot_training(data, tmp_path):
     fig = plotting.plot_training(stacked, steps)
     assert fig.axes[0].get_xscale() == "symlog"
     _check_written(*plotting.save_figure(fig, tmp_path / "train_single"))
-    fig2 = plotting.plot_training({"net_a": stacked, "net_a_again": stacked},
-                                  {"net_a": steps, "net_a_again": steps + 5})
+    fig2 = plotting.plot_training(
+        {"net_a": stacked, "net_a_again": stacked}, {"net_a": steps, "net_a_again": steps + 5}
+    )
     _check_written(*plotting.save_figure(fig2, tmp_path / "train_multi"))
     with pytest.raises(ValueError):
         plotting.plot_training(stacked, steps[:3])
 
 
 def test_geopath_imports_without_matplotlib():
-    code = ("import sys; sys.modules['matplotlib'] = None\n"
-            "import geopath, geopath.plotting\n"
-            "assert geopath.AngularShape is not None\n"
-            "try:\n    geopath.plotting.plot_distance_matrix([[0.0]])\n"
-            "except ImportError:\n    pass\nelse:\n    raise SystemExit('expected ImportError')\n")
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "import geopath, geopath.plotting\n"
+        "assert geopath.AngularShape is not None\n"
+        "try:\n    geopath.plotting.plot_distance_matrix([[0.0]])\n"
+        "except ImportError:\n    pass\nelse:\n    raise SystemExit('expected ImportError')\n"
+    )
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr

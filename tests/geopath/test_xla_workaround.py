@@ -27,39 +27,41 @@ _REPRO = textwrap.dedent("""
 
 
 def test_vmapped_projection_completes():
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GEOPATH_XLA_WORKAROUND")}
-  env["JAX_PLATFORMS"] = "cpu"
-  try:
-    out = subprocess.run([sys.executable, "-c", _REPRO], env=env, capture_output=True, text=True, timeout=120)
-  except subprocess.TimeoutExpired:
-    pytest.fail("vmapped gp.project did not finish in 120 s: the XLA CPU deadlock is back")
-  assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.startswith("ok")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GEOPATH_XLA_WORKAROUND")}
+    env["JAX_PLATFORMS"] = "cpu"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _REPRO], env=env, capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("vmapped gp.project did not finish in 120 s: the XLA CPU deadlock is back")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("ok")
 
 
 def test_apply_sets_flag_once_and_respects_user_choices(monkeypatch):
-  monkeypatch.setattr("jax._src.xla_bridge.backends_are_initialized", lambda: False)
-  monkeypatch.setenv("XLA_FLAGS", "--xla_foo=1")
-  monkeypatch.delenv("GEOPATH_XLA_WORKAROUND", raising=False)
-  assert xla_workaround.apply()
-  assert os.environ["XLA_FLAGS"] == f"--xla_foo=1 {xla_workaround.FLAG}"
-  assert xla_workaround.apply()  # idempotent
-  assert os.environ["XLA_FLAGS"].count("concurrency_optimized") == 1
+    monkeypatch.setattr("jax._src.xla_bridge.backends_are_initialized", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_foo=1")
+    monkeypatch.delenv("GEOPATH_XLA_WORKAROUND", raising=False)
+    assert xla_workaround.apply()
+    assert os.environ["XLA_FLAGS"] == f"--xla_foo=1 {xla_workaround.FLAG}"
+    assert xla_workaround.apply()  # idempotent
+    assert os.environ["XLA_FLAGS"].count("concurrency_optimized") == 1
 
-  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_concurrency_optimized_scheduler=true")
-  assert not xla_workaround.apply()  # the user's explicit value wins
-  assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_concurrency_optimized_scheduler=true")
+    assert not xla_workaround.apply()  # the user's explicit value wins
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_concurrency_optimized_scheduler=true"
 
-  monkeypatch.setenv("XLA_FLAGS", "")
-  monkeypatch.setenv("GEOPATH_XLA_WORKAROUND", "0")
-  assert not xla_workaround.apply()
-  assert os.environ["XLA_FLAGS"] == ""
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("GEOPATH_XLA_WORKAROUND", "0")
+    assert not xla_workaround.apply()
+    assert os.environ["XLA_FLAGS"] == ""
 
 
 def test_apply_warns_when_backend_already_started(monkeypatch):
-  monkeypatch.setattr("jax._src.xla_bridge.backends_are_initialized", lambda: True)
-  monkeypatch.setenv("XLA_FLAGS", "")
-  monkeypatch.delenv("GEOPATH_XLA_WORKAROUND", raising=False)
-  with pytest.warns(RuntimeWarning, match="imported after JAX started"):
-    assert not xla_workaround.apply()
-  assert os.environ["XLA_FLAGS"] == ""
+    monkeypatch.setattr("jax._src.xla_bridge.backends_are_initialized", lambda: True)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.delenv("GEOPATH_XLA_WORKAROUND", raising=False)
+    with pytest.warns(RuntimeWarning, match="imported after JAX started"):
+        assert not xla_workaround.apply()
+    assert os.environ["XLA_FLAGS"] == ""

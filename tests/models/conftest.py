@@ -16,7 +16,9 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 def cifar10_dir() -> Path:
     """Root of the real CIFAR-10 JPEG copy ($GEOPATH_CIFAR10_DIR or ../shared/data/cifar10-jpeg); skips if absent."""
     env = os.environ.get("GEOPATH_CIFAR10_DIR")
-    root = Path(env).expanduser() if env else (_REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg").resolve()
+    root = (
+        Path(env).expanduser() if env else (_REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg").resolve()
+    )
     if not (root / "train").is_dir() or not (root / "test").is_dir():
         pytest.skip(f"CIFAR-10 JPEG copy not found at {root} (set GEOPATH_CIFAR10_DIR)")
     return root
@@ -36,7 +38,9 @@ def make_class_tree(root: Path, *, per_class: int = 3, splits=("train", "test"),
     for split in splits:
         for cls in CIFAR10_CLASSES:
             for i in range(per_class):
-                write_jpeg(root / split / cls / f"{i:04d}.jpg", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+                write_jpeg(
+                    root / split / cls / f"{i:04d}.jpg", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                )
     return root
 
 

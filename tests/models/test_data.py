@@ -55,7 +55,18 @@ def _npz_files(d: Path) -> list[Path]:
 
 
 def test_constants():
-    assert D.CLASSES == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    assert D.CLASSES == (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
     for a in (D.CIFAR10_MEAN, D.CIFAR10_STD):
         assert a.shape == (3,) and a.dtype == np.float32
     np.testing.assert_allclose(D.CIFAR10_MEAN, [0.4914, 0.4822, 0.4465], atol=1e-4)
@@ -85,7 +96,9 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 
 def test_folder_real_slice(cifar10_dir, tmp_path, monkeypatch):
     spy = DecodeSpy(monkeypatch)
-    ds = D.load_cifar10("test", data_dir=cifar10_dir, source="folder", limit_per_class=5, cache_dir=tmp_path / "c")
+    ds = D.load_cifar10(
+        "test", data_dir=cifar10_dir, source="folder", limit_per_class=5, cache_dir=tmp_path / "c"
+    )
     assert isinstance(ds, D.Dataset)
     assert ds.images.shape == (50, 32, 32, 3) and ds.images.dtype == np.uint8 and ds.images.flags.c_contiguous
     assert ds.labels.dtype == np.int32
@@ -93,7 +106,11 @@ def test_folder_real_slice(cifar10_dir, tmp_path, monkeypatch):
     assert str(cifar10_dir / "test") in ds.source and "limit_per_class=5" in ds.source
     # Only the first 5 files of each class (by name) were decoded.
     assert len(spy.calls) == 1
-    expected = [str(cifar10_dir / "test" / c / n) for c in D.CLASSES for n in sorted(os.listdir(cifar10_dir / "test" / c))[:5]]
+    expected = [
+        str(cifar10_dir / "test" / c / n)
+        for c in D.CLASSES
+        for n in sorted(os.listdir(cifar10_dir / "test" / c))[:5]
+    ]
     assert spy.calls[0] == expected
     # Order: class-major, file-name order within a class; pixels are PIL's decode.
     cat_files = sorted(os.listdir(cifar10_dir / "test" / "cat"))
@@ -112,7 +129,9 @@ def test_folder_real_cache_reused(cifar10_dir, tmp_path, monkeypatch):
         first3 = sorted(os.listdir(cifar10_dir / "train" / "airplane"))[:3]
         assert list(z["files"][:3]) == [f"airplane/{n}" for n in first3]
     DecodeSpy(monkeypatch, fail=True)
-    second = D.load_cifar10("train", data_dir=cifar10_dir, source="folder", limit_per_class=3, cache_dir=cache)
+    second = D.load_cifar10(
+        "train", data_dir=cifar10_dir, source="folder", limit_per_class=3, cache_dir=cache
+    )
     np.testing.assert_array_equal(first.images, second.images)
     np.testing.assert_array_equal(first.labels, second.labels)
     assert first.source == second.source
@@ -306,7 +325,9 @@ def test_tfds_mock_data_without_tensorflow(tmp_path):
     with tfds.testing.mock_data(num_examples=37):
         ds = D.load_cifar10("train", source="tfds", data_dir=tmp_path / "tfds")
         limited = D.load_cifar10("test", source="tfds", data_dir=tmp_path / "tfds", limit_per_class=2)
-        auto = D.load_cifar10("train", data_dir=tmp_path / "tfds", limit_per_class=1)  # not a class tree -> tfds
+        auto = D.load_cifar10(
+            "train", data_dir=tmp_path / "tfds", limit_per_class=1
+        )  # not a class tree -> tfds
     assert "tensorflow" not in sys.modules  # nothing on this path imported TensorFlow
     assert ds.images.shape == (37, 32, 32, 3) and ds.images.dtype == np.uint8
     assert ds.labels.shape == (37,) and ds.labels.dtype == np.int32
@@ -448,7 +469,9 @@ def test_batches_in_order():
     out = list(D.batches(ds, batch_size=5, shuffle=False, drop_last=False))
     assert [len(lbl) for _, lbl in out] == [5, 5, 5, 5, 3]
     np.testing.assert_array_equal(np.concatenate([img[:, 0, 0, 0] for img, _ in out]), np.arange(23))
-    assert all(img.shape[1:] == (32, 32, 3) and img.dtype == np.uint8 and lbl.dtype == np.int32 for img, lbl in out)
+    assert all(
+        img.shape[1:] == (32, 32, 3) and img.dtype == np.uint8 and lbl.dtype == np.int32 for img, lbl in out
+    )
     assert [len(lbl) for _, lbl in D.batches(ds, batch_size=5, shuffle=False, drop_last=True)] == [5] * 4
     assert list(D.batches(ds, batch_size=50, shuffle=False, drop_last=True)) == []
 
@@ -459,7 +482,9 @@ def test_batches_shuffle():
     ds = _toy()
 
     def order(**kw):
-        return np.concatenate([img[:, 0, 0, 0] for img, lbl in D.batches(ds, batch_size=4, shuffle=True, **kw)])
+        return np.concatenate(
+            [img[:, 0, 0, 0] for img, lbl in D.batches(ds, batch_size=4, shuffle=True, **kw)]
+        )
 
     a = order(key=jax.random.key(0))
     assert sorted(a) == list(range(23)) and not np.array_equal(a, np.arange(23))

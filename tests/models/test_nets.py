@@ -10,7 +10,9 @@ from flax import nnx
 
 import models
 from models import nets
-from models.capture import _FN_CACHE, _capture_fn, eval_view, resolve_layers
+from models.capture import _FN_CACHE
+from models.capture import eval_view
+from models.capture import resolve_layers
 from models.data import normalize
 
 VGG_CFG = {
@@ -111,8 +113,22 @@ def test_layer_names_documented_order():
     assert len(names) == 2 + 9 + 2
     v = nnx.eval_shape(lambda: models.create_model("vgg11"))
     assert models.layer_names(v) == [
-        "input", "conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "pool3",
-        "conv5", "conv6", "pool4", "conv7", "conv8", "pool5", "features", "logits",
+        "input",
+        "conv1",
+        "pool1",
+        "conv2",
+        "pool2",
+        "conv3",
+        "conv4",
+        "pool3",
+        "conv5",
+        "conv6",
+        "pool4",
+        "conv7",
+        "conv8",
+        "pool5",
+        "features",
+        "logits",
     ]
 
 
@@ -153,7 +169,9 @@ def test_forward_shapes_vgg(images):
 
 
 def test_models_start_in_eval_mode(tiny_resnet):
-    assert all(bn.use_running_average for _, bn in nnx.iter_modules(tiny_resnet) if isinstance(bn, nnx.BatchNorm))
+    assert all(
+        bn.use_running_average for _, bn in nnx.iter_modules(tiny_resnet) if isinstance(bn, nnx.BatchNorm)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,7 +196,9 @@ def test_capture_subset_in_network_order_and_float_input(tiny_resnet, images):
     reps = models.capture(tiny_resnet, images, layers=["logits", "stage2.block0", "logits"], batch_size=5)
     assert list(reps) == ["stage2.block0", "logits"]
     pre = np.asarray(normalize(images))
-    again = models.capture(tiny_resnet, pre, layers="logits", batch_size=5)  # float input: taken as normalised
+    again = models.capture(
+        tiny_resnet, pre, layers="logits", batch_size=5
+    )  # float input: taken as normalised
     np.testing.assert_allclose(again["logits"], reps["logits"], rtol=1e-5, atol=1e-5)
 
 
@@ -223,7 +243,9 @@ def test_capture_uses_running_stats_and_leaves_model_untouched(images):
     jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, after))
     assert not model.stem_bn.use_running_average  # still in train mode
     model.eval()
-    np.testing.assert_allclose(reps["logits"], np.asarray(model(normalize(jnp.asarray(images)))), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        reps["logits"], np.asarray(model(normalize(jnp.asarray(images)))), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_capture_vgg(images):

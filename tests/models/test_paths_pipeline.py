@@ -27,9 +27,18 @@ def _synthetic(per_class: int, seed: int) -> Dataset:
 
 def _opts(tmp_path: Path, **kw) -> mp.Options:
     fields = dict(mp.PRESETS["tiny"])
-    fields.update(archs=("resnet8_w0.25",), metrics=("angular_shape", "angular_cka"), preset="tiny",
-                  workdir=str(tmp_path / "runs"), out=str(tmp_path / "out"), progress=False, epochs=1,
-                  batch_size=50, probe_per_class=3, capture_batch_size=30)
+    fields.update(
+        archs=("resnet8_w0.25",),
+        metrics=("angular_shape", "angular_cka"),
+        preset="tiny",
+        workdir=str(tmp_path / "runs"),
+        out=str(tmp_path / "out"),
+        progress=False,
+        epochs=1,
+        batch_size=50,
+        probe_per_class=3,
+        capture_batch_size=30,
+    )
     fields.update(kw)
     return mp.Options(**fields)
 
@@ -106,13 +115,22 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(models.train, "train_and_evaluate", boom)
     monkeypatch.setattr(mp, "_capture_checkpoint", boom)
-    res2 = mp.run_pipeline(_opts(tmp_path, metrics=("angular_cka",)), train_data=train, test_data=test,
-                           probe_data=probe, log=lambda m: None)
+    res2 = mp.run_pipeline(
+        _opts(tmp_path, metrics=("angular_cka",)),
+        train_data=train,
+        test_data=test,
+        probe_data=probe,
+        log=lambda m: None,
+    )
     assert res2["cache"]["captures"] == 0 and res2["cache"]["cache_hits"] == len(a["steps"])
-    np.testing.assert_allclose(res2["metrics"]["angular_cka"]["per_arch"][arch]["final"]["length"],
-                               res["metrics"]["angular_cka"]["per_arch"][arch]["final"]["length"], rtol=1e-12)
+    np.testing.assert_allclose(
+        res2["metrics"]["angular_cka"]["per_arch"][arch]["final"]["length"],
+        res["metrics"]["angular_cka"]["per_arch"][arch]["final"]["length"],
+        rtol=1e-12,
+    )
 
     # A different training configuration in the same workdir is refused (not silently mixed).
     with pytest.raises(ValueError, match="different training configuration"):
-        mp.run_pipeline(_opts(tmp_path, lr=0.01), train_data=train, test_data=test, probe_data=probe,
-                        log=lambda m: None)
+        mp.run_pipeline(
+            _opts(tmp_path, lr=0.01), train_data=train, test_data=test, probe_data=probe, log=lambda m: None
+        )

@@ -28,8 +28,17 @@ def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tiny_config(**overrides) -> T.TrainConfig:
-    base = dict(arch=ARCH, epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, log_every=2,
-                eval_batch_size=16, progress=False, seed=3)
+    base = dict(
+        arch=ARCH,
+        epochs=2,
+        batch_size=16,
+        lr=0.05,
+        warmup_epochs=0.5,
+        log_every=2,
+        eval_batch_size=16,
+        progress=False,
+        seed=3,
+    )
     base.update(overrides)
     return T.TrainConfig(**base)
 
@@ -41,7 +50,11 @@ def data():
 
 def model_arrays(workdir, step="last"):
     model, meta = models.load_checkpoint(workdir, step)
-    return jax.tree.map(np.asarray, nnx.state(model, nnx.Param)), jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat)), meta
+    return (
+        jax.tree.map(np.asarray, nnx.state(model, nnx.Param)),
+        jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat)),
+        meta,
+    )
 
 
 def assert_trees_equal(a, b):
@@ -62,8 +75,13 @@ def test_train_step_lowers_loss_on_fixed_batch():
     gd_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     tx, _ = T.make_optimizer(cfg, steps_per_epoch=10)
     train_step, eval_step = T._make_steps(gd_train, gd_eval, tx, cfg)
-    state = dict(params=params, batch_stats=stats, opt=tx.init(params), step=jnp.asarray(0, jnp.int32),
-                 key=jax.random.key_data(jax.random.key(0)))
+    state = dict(
+        params=params,
+        batch_stats=stats,
+        opt=tx.init(params),
+        step=jnp.asarray(0, jnp.int32),
+        key=jax.random.key_data(jax.random.key(0)),
+    )
     x, y = synthetic(16, 5)
     losses = []
     for _ in range(4):
@@ -88,8 +106,17 @@ def test_schedules_and_weight_decay_modes():
     params = {"w": jnp.ones((2, 2))}
     zero = {"w": jnp.zeros((2, 2))}
     for mode in ("l2", "decoupled"):
-        tx, _ = T.make_optimizer(tiny_config(weight_decay_mode=mode, weight_decay=0.1, schedule="constant",
-                                             warmup_epochs=0.0, lr=0.5, nesterov=False), 10)
+        tx, _ = T.make_optimizer(
+            tiny_config(
+                weight_decay_mode=mode,
+                weight_decay=0.1,
+                schedule="constant",
+                warmup_epochs=0.0,
+                lr=0.5,
+                nesterov=False,
+            ),
+            10,
+        )
         upd, _ = tx.update(zero, tx.init(params), params)
         np.testing.assert_allclose(upd["w"], -0.5 * 0.1 * np.ones((2, 2)), rtol=1e-6)
 
@@ -110,12 +137,21 @@ def test_checkpoint_store_round_trip_is_bit_exact(tmp_path):
     model = models.create_model(ARCH, rngs=nnx.Rngs(4))
     state = ckpt.model_state_of(model)
     # perturb batch stats so they are not the init constants
-    state["batch_stats"] = jax.tree.map(lambda v: v + jax.random.normal(jax.random.key(1), v.shape, v.dtype), state["batch_stats"])
-    opt = {"opt": T.make_optimizer(tiny_config(), 4)[0].init(state["params"]), "step": jnp.asarray(7, jnp.int32),
-           "key": jax.random.key_data(jax.random.key(9))}
+    state["batch_stats"] = jax.tree.map(
+        lambda v: v + jax.random.normal(jax.random.key(1), v.shape, v.dtype), state["batch_stats"]
+    )
+    opt = {
+        "opt": T.make_optimizer(tiny_config(), 4)[0].init(state["params"]),
+        "step": jnp.asarray(7, jnp.int32),
+        "key": jax.random.key_data(jax.random.key(9)),
+    }
     store = ckpt.CheckpointStore(tmp_path)
-    store.save(7, model_state=state, opt_state=opt, meta={"arch": ARCH, "num_classes": 10}, tags=["scheduled"])
-    restored = store.restore(7, model_template=ckpt.model_state_of(models.create_model(ARCH)), opt_template=opt)
+    store.save(
+        7, model_state=state, opt_state=opt, meta={"arch": ARCH, "num_classes": 10}, tags=["scheduled"]
+    )
+    restored = store.restore(
+        7, model_template=ckpt.model_state_of(models.create_model(ARCH)), opt_template=opt
+    )
     store.close()
     assert_trees_equal(state, restored["model"])
     assert_trees_equal(opt, restored["opt"])
@@ -173,7 +209,9 @@ def test_cli_help_and_presets(capsys):
     assert "--preset" in out and "cpu-small" in out and "--resume" in out
     parser = T._build_parser()
     cfg = T.config_from_args(parser.parse_args(["--workdir", "x", "--preset", "paper"]))
-    assert cfg.arch == "resnet20" and cfg.epochs >= 160 and cfg.train_subset is None and cfg.schedule == "step"
+    assert (
+        cfg.arch == "resnet20" and cfg.epochs >= 160 and cfg.train_subset is None and cfg.schedule == "step"
+    )
     cfg = T.config_from_args(parser.parse_args(["--workdir", "x", "--preset", "cpu-small", "--epochs", "3"]))
     assert cfg.epochs == 3 and cfg.train_subset == T.PRESETS["cpu-small"]["train_subset"]
 
@@ -196,8 +234,17 @@ def test_missing_or_empty_data_folder(tmp_path, capsys):
     (empty / "test").mkdir()
     with pytest.raises((ValueError, FileNotFoundError)):
         T.train_and_evaluate(tiny_config(data_dir=str(empty), data_source="folder"), tmp_path / "run2")
-    rc = T.main(["--workdir", str(tmp_path / "run3"), "--arch", ARCH, "--data-dir", str(tmp_path / "nope"),
-                 "--no-progress"])
+    rc = T.main(
+        [
+            "--workdir",
+            str(tmp_path / "run3"),
+            "--arch",
+            ARCH,
+            "--data-dir",
+            str(tmp_path / "nope"),
+            "--no-progress",
+        ]
+    )
     assert rc == 2 and "nope" in capsys.readouterr().err
 
 
