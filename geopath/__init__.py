@@ -5,6 +5,12 @@ space of representations, so the network is a path. geopath provides the spaces 
 affine-invariant SPD, stress), their geodesic operations, and batched all-pairs distances; everything is
 jit-compiled, vmap-able and differentiable.
 
+Where jit happens: the kernels (every ``Space`` method and the operations ``angle``, ``project``,
+``geodesic``, ``frechet_mean``, ...) are plain pure functions that the caller may ``jit``/``vmap``/``grad``
+(as in optax). The batch drivers that orchestrate many points (``points``, ``pairwise_distances``,
+``cross_distances``, ``analyze_path``, ``analyze_checkpoints``, ``compare_paths``) group their inputs in
+Python and run jitted programs internally, compiled once per group shape.
+
 Example:
   >>> import jax, geopath as gp
   >>> space = gp.AngularShape(alpha=1.0)

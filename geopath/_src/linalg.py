@@ -30,7 +30,8 @@ def _mT(x: Array) -> Array:
     return jnp.swapaxes(x, -1, -2)
 
 
-def _sym(x: Array) -> Array:
+def sym(x: Array) -> Array:
+    """Symmetric part ``(x + x^T) / 2`` of ``[..., m, m]`` matrices."""
     return 0.5 * (x + _mT(x))
 
 
@@ -121,7 +122,7 @@ def _matrix_function_jvp(f, primals, tangents):
     flam = f(lam, *params)
     out = (w * flam[..., None, :]) @ _mT(w)
     phi = _divided_differences(f, lam, flam, params)
-    inner = phi * (_mT(w) @ _sym(da) @ w)
+    inner = phi * (_mT(w) @ sym(da) @ w)
     if params:
         _, dflam = jax.jvp(lambda *p: f(lam, *p), tuple(params), tuple(dparams))
         inner = inner + dflam[..., None, :] * jnp.eye(lam.shape[-1], dtype=lam.dtype)
@@ -146,7 +147,7 @@ def _trace_function_jvp(f, primals, tangents):
     lam, w = jnp.linalg.eigh(a)
     out = jnp.sum(f(lam, *params), axis=-1)
     dlam = _elementwise_derivative(f, lam, params)
-    proj = jnp.einsum("...ik,...ij,...jk->...k", w, _sym(da), w)
+    proj = jnp.einsum("...ik,...ij,...jk->...k", w, sym(da), w)
     dout = jnp.sum(dlam * proj, axis=-1)
     if params:
         _, dflam = jax.jvp(lambda *p: f(lam, *p), tuple(params), tuple(dparams))
@@ -191,7 +192,7 @@ def _psd_sqrt_jvp(primals, tangents):
     lam, w = jnp.linalg.eigh(k)
     s = _psd_sqrt_eigs(lam)
     out = (w * s[..., None, :]) @ _mT(w)
-    inner = (_mT(w) @ _sym(dk) @ w) * _pinv_pair_sum(s, s)
+    inner = (_mT(w) @ sym(dk) @ w) * _pinv_pair_sum(s, s)
     return out, w @ inner @ _mT(w)
 
 
@@ -273,7 +274,7 @@ def _solve_sylvester_jvp(primals, tangents):
     la, wa = jnp.linalg.eigh(a)
     lb, wb = jnp.linalg.eigh(b)
     x = _sylvester_from_eigh(la, wa, lb, wb, c)
-    rhs = dc - _sym(da) @ x - x @ _sym(db)
+    rhs = dc - sym(da) @ x - x @ sym(db)
     return x, _sylvester_from_eigh(la, wa, lb, wb, rhs)
 
 
@@ -405,7 +406,7 @@ def bures_similarity(kx: ArrayLike, ky: ArrayLike) -> Array:
             f"bures_similarity needs square matrices of one shape; got {kx.shape} and {ky.shape}"
         )
     rx = psd_sqrt(kx)
-    return trace_function(_sqrt_eigs, _sym(rx @ ky @ rx))
+    return trace_function(_sqrt_eigs, sym(rx @ ky @ rx))
 
 
 def _sqrt_eigs(lam):

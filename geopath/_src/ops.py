@@ -30,8 +30,7 @@ def stack_points(space: Space, points: Sequence[Array] | Array) -> Array:
     points = list(points)
     if not points:
         raise ValueError("stack_points needs at least one point")
-    if space.variable_width:
-        points = space.common(*points)
+    points = space.common(*points)
     shapes = {tuple(jnp.shape(p)) for p in points}
     if len(shapes) > 1:
         raise ValueError(f"points of this space must all have one shape to be stacked; got {sorted(shapes)}")

@@ -46,7 +46,7 @@ def points(space: Space, xs: Sequence[ArrayLike]) -> list[Array]:
     """
     out = []
     for idx, x in enumerate(xs):
-        if not isinstance(x, jax.core.Tracer):
+        if not val.is_traced(x):
             xm = val.as_matrix(x, name=f"layer {idx}")
             xnp = np.asarray(xm)
             val.check_values(xnp, xnp - xnp.mean(axis=0, keepdims=True), name=f"layer {idx}")
@@ -81,9 +81,7 @@ def _buckets(space: Space, pts: Sequence[Array], ratio: float) -> list[tuple[np.
 
 
 def _stack_group(space: Space, pts, idx, shape) -> Array:
-    if space.variable_width:
-        return jnp.stack([space.pad_to(pts[i], shape[1]) for i in idx])
-    return jnp.stack([pts[i] for i in idx])
+    return jnp.stack([space.pad_to(pts[i], shape[1]) for i in idx])
 
 
 def _chunk_size(shape_p, shape_q, itemsize, npairs, chunk):

@@ -1,0 +1,18 @@
+"""Metric spaces of representations, one module per family.
+
+* :mod:`.base` -- :class:`Space`, the contract every space implements, and shared helpers;
+* :mod:`.sphere` -- unit-sphere geodesics shared by the angular spaces;
+* :mod:`.shape` -- generalised shape metrics (:class:`AngularShape`, :class:`EuclideanShape`);
+* :mod:`.cka` -- :class:`AngularCKA`;
+* :mod:`.spd` -- the affine-invariant SPD metric (:class:`AffineInvariant`);
+* :mod:`.stress` -- :class:`Stress`.
+"""
+
+from geopath._src.spaces.base import Space
+from geopath._src.spaces.cka import AngularCKA
+from geopath._src.spaces.shape import AngularShape
+from geopath._src.spaces.shape import EuclideanShape
+from geopath._src.spaces.spd import AffineInvariant
+from geopath._src.spaces.stress import Stress
+
+__all__ = ("AffineInvariant", "AngularCKA", "AngularShape", "EuclideanShape", "Space", "Stress")

@@ -1,0 +1,173 @@
+"""The contract every space implements, and helpers shared by the spaces.
+
+A *space* turns a layer's activations ``x [n, ...]`` (``n`` inputs, any feature axes) into a *point*
+(``space.point(x)``, a plain ``jax.Array``) and knows the Riemannian / metric operations between points.
+
+Every space is a frozen dataclass registered as a pytree *without leaves* (all configuration is static
+auxiliary data, see :func:`static_space`), so a space can be passed straight into ``jax.jit``/``jax.vmap``-ed
+functions, is hashable, and two equal configurations share compiled code. (Numeric options such as ``alpha``
+select code paths at trace time, e.g. whether to whiten at all, so they stay static: a new value compiles
+anew.)
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
+
+from geopath._src import linalg
+from geopath._src import validation as val
+
+
+def static_space(cls):
+    """Makes ``cls`` a frozen dataclass and a leaf-less pytree (configuration in aux data)."""
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    jax.tree_util.register_pytree_node(cls, lambda s: ((), s), lambda aux, _: aux)
+    return cls
+
+
+def center(x: Array) -> Array:
+    """Column-centred ``x [n, p]``."""
+    return x - jnp.mean(x, axis=0, keepdims=True)
+
+
+def raw_to_centered(x: ArrayLike, name: str) -> tuple[Array, Array]:
+    """Validated ``(x [n, p], centred x [n, p])`` of a raw representation ``x [n, ...]``."""
+    x = val.as_matrix(x, name=name)
+    xc = center(x)
+    val.check_values(x, xc, name=name)
+    return x, xc
+
+
+def vdot(u: Array, v: Array) -> Array:
+    """Frobenius inner product of two arrays of one shape; scalar."""
+    return jnp.sum(u * v)
+
+
+def sq_dists(xc: Array) -> Array:
+    """Squared Euclidean distances ``[n, n]`` between the rows of ``xc [n, p]`` (zero diagonal, >= 0)."""
+    sq = jnp.sum(xc * xc, axis=1)
+    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * (xc @ xc.T), 0.0)
+    return d2 * (1.0 - jnp.eye(xc.shape[0], dtype=xc.dtype))
+
+
+def check_points(a, b, *, ndim: int = 2, names=("a", "b")) -> None:
+    """Raises ``ValueError`` unless ``a`` and ``b`` have ``ndim`` axes and describe the same inputs."""
+    for name, p in zip(names, (a, b)):
+        if jnp.ndim(p) != ndim:
+            raise ValueError(
+                f"{name} must be a point of this space with {ndim} axes; got shape {tuple(jnp.shape(p))}. "
+                "Create points with space.point(x)."
+            )
+    val.check_same_inputs(a, b, names=names)
+
+
+class Space(abc.ABC):
+    """A metric space of representations: the contract every space implements.
+
+    Points are ``jax.Array`` made by :meth:`point`; a tangent vector at ``a`` has the shape of ``a``.
+    A new space must implement the abstract methods :meth:`point`, :meth:`distance`, :meth:`log`,
+    :meth:`exp`, :meth:`transport` and :meth:`tangent_coords`. Everything else has a default built on them:
+    :meth:`geodesic` (``exp(a, t log(a, b))``), :meth:`inner` and :meth:`norm` (Frobenius in tangent
+    coordinates), :meth:`align` (identity), the padding hooks (:attr:`variable_width`, :meth:`pad_to`,
+    :meth:`common`) and the all-pairs hooks (:meth:`prepare`, :meth:`prepared_distance`). Decorate a concrete
+    space with :func:`static_space` so that it is a hashable, leaf-less pytree.
+
+    Padding is one idea: in a space with ``variable_width = True`` (the shape spaces) points of the same
+    inputs may have different widths ``[n, k1]``, ``[n, k2]``, and zero-padding columns to a common width is
+    exact (the point is the same element of the quotient space). :meth:`pad_to` pads one point;
+    :meth:`common` pads several to their widest; :func:`geopath.stack_points` and the all-pairs functions
+    use only these two hooks.
+    """
+
+    #: Whether points of one space may differ in width (axis 1), compared after zero-padding (:meth:`pad_to`).
+    variable_width: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def point(self, x: ArrayLike) -> Array:
+        """The point of the raw representation ``x [n, ...]`` (``n`` inputs, any feature axes)."""
+
+    @abc.abstractmethod
+    def distance(self, a: Array, b: Array) -> Array:
+        """Geodesic distance between points ``a`` and ``b``; scalar."""
+
+    @abc.abstractmethod
+    def log(self, a: Array, b: Array) -> Array:
+        """Tangent vector at ``a`` (shaped like the common point) whose geodesic reaches ``b`` at time 1."""
+
+    @abc.abstractmethod
+    def exp(self, a: Array, v: Array) -> Array:
+        """The point reached at time 1 by the geodesic from ``a`` with initial velocity ``v``."""
+
+    @abc.abstractmethod
+    def transport(self, a: Array, b: Array, v: Array) -> Array:
+        """Parallel transport of ``v`` (tangent at ``a``) along the geodesic ``a -> b``; tangent at ``b``."""
+
+    @abc.abstractmethod
+    def tangent_coords(self, a: Array, v: Array) -> Array:
+        """Coordinates of ``v`` in ``T_a`` in which the Riemannian inner product is the Frobenius one."""
+
+    def geodesic(self, a: Array, b: Array, t: ArrayLike) -> Array:
+        """Point at arc-length fraction ``t`` of the geodesic from ``a`` (t=0) to ``b`` (t=1).
+
+        ``t`` outside ``[0, 1]`` extrapolates along the same geodesic. Returns a point shaped like ``a``
+        (shape spaces: padded to the common width of ``a`` and ``b``).
+        """
+        a, b = self.common(a, b)
+        return self.exp(a, jnp.asarray(t, a.dtype) * self.log(a, b))
+
+    def inner(self, a: Array, u: Array, v: Array) -> Array:
+        """Riemannian inner product of tangent vectors ``u, v`` at ``a``; scalar."""
+        return vdot(self.tangent_coords(a, u), self.tangent_coords(a, v))
+
+    def norm(self, a: Array, v: Array) -> Array:
+        """Riemannian norm of the tangent vector ``v`` at ``a`` (gradient-safe at 0); scalar."""
+        return linalg.safe_norm(self.tangent_coords(a, v))
+
+    def align(self, a: Array, b: Array) -> Array:
+        """Representative of ``b`` optimally aligned to ``a``; ``b`` itself in spaces without a quotient."""
+        del a
+        return b
+
+    def pad_to(self, a: Array, width: int) -> Array:
+        """``a [n, k]`` zero-padded to ``[n, width]``; spaces of fixed width only accept their own width."""
+        if jnp.shape(a)[-1] != width:
+            raise ValueError(
+                f"points of {type(self).__name__} have a fixed shape: cannot pad shape {tuple(jnp.shape(a))} "
+                f"to width {width}"
+            )
+        return a
+
+    def common(self, *points: Array) -> tuple[Array, ...]:
+        """The points made directly comparable: zero-padded to their widest if :attr:`variable_width`."""
+        if not self.variable_width:
+            return points
+        for p in points:
+            if jnp.ndim(p) != 2:
+                raise ValueError(
+                    f"points of {type(self).__name__} are [n, k] matrices; got shape {jnp.shape(p)}"
+                )
+        shapes = [tuple(jnp.shape(p)) for p in points]
+        if len({s[0] for s in shapes}) > 1:
+            raise ValueError(
+                "points must describe the same inputs (same size of axis 0); got shapes "
+                + ", ".join(str(s) for s in shapes)
+            )
+        k = max(s[1] for s in shapes)
+        return tuple(self.pad_to(jnp.asarray(p), k) for p in points)
+
+    # Hooks for all-pairs computations: per-point work done once, then a cheap per-pair distance.
+    def prepare(self, a: Array) -> Any:
+        """Per-point work reused by every pair that involves ``a`` (default: ``a`` itself); a pytree."""
+        return a
+
+    def prepared_distance(self, pa: Any, pb: Any) -> Array:
+        """``distance`` from two :meth:`prepare` results (same-width points); scalar."""
+        return self.distance(pa, pb)
