@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geopath._src import validation as val
+
 __all__ = ["MDSResult", "classical_mds", "spherical_mds"]
 
 
@@ -53,10 +55,9 @@ def _check_D(D, dim: int, min_dim: int = 1) -> jax.Array:
         raise ValueError(f"dim must be an integer >= {min_dim}; got {dim!r}")
     if not jnp.issubdtype(D.dtype, jnp.floating):
         D = D.astype(jnp.result_type(float))
-    try:
-        Dn = np.asarray(D)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return D  # traced: skip value checks
+    if val.is_traced(D):
+        return D  # traced: no value checks
+    Dn = np.asarray(D)
     if not np.all(np.isfinite(Dn)):
         raise ValueError("D contains NaN or infinite entries")
     return D
@@ -210,15 +211,13 @@ def spherical_mds(D, *, dim: int = 3, n_steps: int = 500, learning_rate: float =
     D = _check_D(D, dim, min_dim=2)
     if dim > D.shape[0]:
         raise ValueError(f"dim={dim} exceeds the number of items {D.shape[0]}")
-    try:
+    if not val.is_traced(D):
         Dn = np.asarray(D)
         if Dn.min() < -1e-6 or Dn.max() > np.pi + 1e-6:
             raise ValueError(
                 "spherical_mds needs angular distances in [0, pi] (radians); got range "
                 f"[{Dn.min():.4g}, {Dn.max():.4g}]"
             )
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        pass
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0; got {n_steps}")
     return _spherical_mds(D, int(dim), int(n_steps), float(learning_rate))

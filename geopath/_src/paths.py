@@ -32,6 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geopath._src import ops
+from geopath._src import pairwise
+from geopath._src import validation as val
+
 __all__ = [
     "PathAnalysis",
     "PathComparison",
@@ -40,14 +44,6 @@ __all__ = [
     "compare_paths",
     "target_point",
 ]
-
-
-def _gp():
-    # Imported lazily: geopath/__init__.py re-exports this module, so a
-    # top-level ``import geopath`` here would be circular.
-    import geopath
-
-    return geopath
 
 
 class PathAnalysis(NamedTuple):
@@ -128,7 +124,7 @@ def _stack(space, points) -> jax.Array:
     if _is_sequence(points):
         if len(points) == 0:
             raise ValueError("a path needs at least one point; got an empty list")
-        return _gp().stack_points(space, list(points))
+        return ops.stack_points(space, list(points))
     arr = jnp.asarray(points)
     if arr.ndim != 3:
         raise ValueError(
@@ -164,7 +160,6 @@ def _zero_step_tol(dtype, width: int) -> float:
 
 def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAnalysis:
     """Unjitted analysis of a stacked path ``P`` of shape ``[L, ...]``."""
-    gp = _gp()
     L = P.shape[0]
     have_input = input_point is not None
     x0 = input_point if have_input else P[0]
@@ -179,7 +174,7 @@ def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAn
 
     # Turning angles at interior layers.
     if L >= 3:
-        ang = jax.vmap(lambda a, b, c: gp.angle(space, a, b, c))(P[:-2], P[1:-1], P[2:])
+        ang = jax.vmap(lambda a, b, c: ops.angle(space, a, b, c))(P[:-2], P[1:-1], P[2:])
         turning = jnp.pi - ang
         tol = _zero_step_tol(steps.dtype, P.shape[-1]) * jnp.maximum(jnp.max(steps), 1.0)
         ok = (steps[:-1] > tol) & (steps[1:] > tol)
@@ -190,7 +185,7 @@ def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAn
     dist_to_target = jax.vmap(lambda p: space.distance(p, target))(P)
 
     def _proj(c):
-        pr = gp.project(space, x0, target, c)
+        pr = ops.project(space, x0, target, c)
         return pr.t, pr.distance
 
     if have_input:
@@ -281,7 +276,6 @@ def analyze_checkpoints(
       array (zero-padded to a common width for the shape spaces) and analysed
       with a single ``jax.vmap``.
     """
-    gp = _gp()
     target = jnp.asarray(target)
     if input_point is not None:
         input_point = jnp.asarray(input_point)
@@ -313,7 +307,7 @@ def analyze_checkpoints(
             arr = jnp.asarray(reps)
             items = [arr[i] for i in range(arr.shape[0])]
         flat.extend(items if are_points else [space.point(x) for x in items])
-    stacked = gp.stack_points(space, flat)
+    stacked = ops.stack_points(space, flat)
     stacked = stacked.reshape((T, L) + stacked.shape[1:])
     return _analyze_batched_jit(space, stacked, target, input_point)
 
@@ -344,10 +338,7 @@ def target_point(space, labels, *, num_classes: int, logits=None, kind: str = "o
             raise ValueError(f"labels must be a 1-D integer array; got shape {labels.shape}")
         if not jnp.issubdtype(labels.dtype, jnp.integer):
             raise ValueError(f"labels must be integers; got dtype {labels.dtype}")
-        try:
-            lab = np.asarray(labels)
-        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):  # traced
-            lab = None
+        lab = None if val.is_traced(labels) else np.asarray(labels)
         if lab is not None:
             if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
                 raise ValueError(
@@ -421,7 +412,6 @@ def compare_paths(
     Returns:
       A :class:`PathComparison`.
     """
-    gp = _gp()
     if method not in ("geodesic", "nearest"):
         raise ValueError(f'method must be "geodesic" or "nearest"; got {method!r}')
     la, lb = _as_list(points_a), _as_list(points_b)
@@ -432,7 +422,7 @@ def compare_paths(
     if K < 1:
         raise ValueError(f"num must be >= 1; got {num}")
     depth_np = np.linspace(0.0, 1.0, K) if K > 1 else np.zeros(1)
-    cross = gp.cross_distances(space, la, lb, are_points=True)
+    cross = pairwise.cross_distances(space, la, lb, are_points=True)
     if method == "nearest":
         ia = np.floor(depth_np * (La - 1) + 0.5).astype(np.int32)
         ib = np.floor(depth_np * (Lb - 1) + 0.5).astype(np.int32)

@@ -22,8 +22,12 @@ RUNTIME_CHECKS = os.environ.get("GEOPATH_RUNTIME_CHECKS", "1") not in ("0", "fal
 _CONSTANT_RTOL_EPS = 64.0
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+def is_traced(x) -> bool:
+    """Whether ``x`` is a tracer (inside ``jit``/``vmap``/``grad``), i.e. its values are not available.
+
+    The one test geopath uses to decide between eager value checks and traced (run-time) checks.
+    """
+    return isinstance(x, jax.core.Tracer)
 
 
 def as_matrix(x, *, name: str = "x", min_inputs: int = 3) -> jax.Array:
@@ -89,7 +93,7 @@ def check_values(x: jax.Array, centered: jax.Array, *, name: str = "x") -> jax.A
     """
     shape = tuple(x.shape)
     eps = float(jnp.finfo(x.dtype).eps)
-    if _is_concrete(x) and _is_concrete(centered):
+    if not (is_traced(x) or is_traced(centered)):
         xa = np.asarray(x)
         nonfinite = not bool(np.all(np.isfinite(xa)))
         constant = False
