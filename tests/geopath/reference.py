@@ -395,3 +395,56 @@ def repsim_shape_distance(x, y, alpha: float, *, score: str = "angular") -> floa
         a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
         return angular_shape_distance_points(a, b)
     return euclidean_shape_distance_points(a, b)
+
+
+# CKA conventions. repsim (AngularCKA, default use_unbiased_hsic=True): double-centre the kernel matrix,
+# zero its diagonal, unit Frobenius norm. repsim's kernels: SquaredExponential exp(-|x-y|^2 / l^2),
+# Laplace exp(-|x-y| / l), l = the median pairwise distance (torch.median: the lower middle value);
+# SumKernel: weighted sum.
+
+
+def repsim_length_scale(x) -> float:
+    d = np.sort(pdist(flat(x), "euclidean"))
+    return float(d[(d.size - 1) // 2])  # lower median, as torch.median
+
+
+def repsim_kernel(x, name: str) -> np.ndarray:
+    X = flat(x)
+    X = X - X.mean(0)
+    if name == "linear":
+        return X @ X.T
+    d = squareform(pdist(X, "euclidean"))
+    ell = repsim_length_scale(X)
+    return np.exp(-((d / ell) ** 2)) if name == "sqexp" else np.exp(-d / ell)
+
+
+def repsim_cka_point(k) -> np.ndarray:
+    h = centering_matrix(k.shape[0])
+    m = h @ np.asarray(k, np.float64) @ h
+    np.fill_diagonal(m, 0.0)
+    return m / np.linalg.norm(m)
+
+
+# repsim AffineInvariantRiemannian: centre x; mode "gram": K(x_c) + eps I (no normalisation); mode "cov":
+# x_c^T x_c / (n - 1) + eps I. repsim Stress: d_ij = sqrt(k_ii + k_jj - 2 k_ij) of the kernel; rescale=True
+# divides by the median of the upper triangle; distance = sqrt(mean_{i<j} (D_ij - E_ij)^2).
+
+
+def repsim_spd_point(x, eps: float, *, mode: str = "gram", kernel: str = "linear") -> np.ndarray:
+    X = flat(x)
+    X = X - X.mean(0)
+    if mode == "gram":
+        k = repsim_kernel(X, kernel)
+    else:
+        k = X.T @ X / (X.shape[0] - 1)
+    return k + eps * np.eye(k.shape[0])
+
+
+def repsim_stress_point(x, *, kernel: str = "linear", rescale: bool = False) -> np.ndarray:
+    k = repsim_kernel(x, kernel)
+    kd = np.diag(k)
+    d = np.sqrt(np.maximum(kd[:, None] + kd[None, :] - 2.0 * k, 0.0))
+    np.fill_diagonal(d, 0.0)
+    if rescale:
+        d = d / np.median(d[np.triu_indices(d.shape[0], 1)])
+    return d
