@@ -63,6 +63,7 @@ from geopath._src.spaces import AffineInvariant
 from geopath._src.spaces import AngularCKA
 from geopath._src.spaces import AngularShape
 from geopath._src.spaces import EuclideanShape
+from geopath._src.spaces import PreShape
 from geopath._src.spaces import Space
 from geopath._src.spaces import Stress
 
@@ -78,6 +79,7 @@ __all__ = (
     "MDSResult",
     "PathAnalysis",
     "PathComparison",
+    "PreShape",
     "Procrustes",
     "Projection",
     "Space",
