@@ -59,6 +59,8 @@ from geopath._src.paths import analyze_checkpoints
 from geopath._src.paths import analyze_path
 from geopath._src.paths import compare_paths
 from geopath._src.paths import target_point
+from geopath._src.pga import PrincipalGeodesics
+from geopath._src.pga import principal_geodesics
 from geopath._src.spaces import AffineInvariant
 from geopath._src.spaces import AngularCKA
 from geopath._src.spaces import AngularShape
@@ -80,6 +82,7 @@ __all__ = (
     "PathAnalysis",
     "PathComparison",
     "PreShape",
+    "PrincipalGeodesics",
     "Procrustes",
     "Projection",
     "Space",
@@ -102,6 +105,7 @@ __all__ = (
     "path_length",
     "points",
     "polar_factor",
+    "principal_geodesics",
     "project",
     "psd_sqrt",
     "safe_arccos",
