@@ -61,6 +61,7 @@ from geopath._src.paths import compare_paths
 from geopath._src.paths import target_point
 from geopath._src.pga import PrincipalGeodesics
 from geopath._src.pga import principal_geodesics
+from geopath._src.regularize import path_penalty
 from geopath._src.spaces import AffineInvariant
 from geopath._src.spaces import AngularCKA
 from geopath._src.spaces import AngularShape
@@ -103,6 +104,7 @@ __all__ = (
     "orthogonal_procrustes",
     "pairwise_distances",
     "path_length",
+    "path_penalty",
     "points",
     "polar_factor",
     "principal_geodesics",
