@@ -91,3 +91,19 @@ def test_jit_vmap_and_errors(rng):
         space.distance(space.point(rand_rep(rng, 10, 3)), space.point(rand_rep(rng, 10, 4)))
     with pytest.raises(ValueError, match="whitening"):
         gp.PreShape(whitening="nope")
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.8])
+def test_repsim_whitening_matches_repsim_preshape(alpha, rng):
+    """repsim's PreShapeMetric (angular): its whitening, unit norm, arccos of the Frobenius inner product."""
+    x = 5.0 * rand_rep(rng, 14, 5)
+    y = related_rep(rng, x, 5)
+    space = gp.PreShape(alpha=alpha, whitening="repsim")
+
+    def ref_point(z):
+        w = R.repsim_whiten(z - z.mean(0), alpha)
+        return w / np.linalg.norm(w)
+
+    np.testing.assert_allclose(np.asarray(space.point(x)), ref_point(x), atol=1e-12)
+    d = float(space.distance(space.point(x), space.point(y)))
+    np.testing.assert_allclose(d, R.sphere_distance(ref_point(x), ref_point(y)), rtol=1e-10)
