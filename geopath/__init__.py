@@ -59,10 +59,14 @@ from geopath._src.paths import analyze_checkpoints
 from geopath._src.paths import analyze_path
 from geopath._src.paths import compare_paths
 from geopath._src.paths import target_point
+from geopath._src.pga import PrincipalGeodesics
+from geopath._src.pga import principal_geodesics
+from geopath._src.regularize import path_penalty
 from geopath._src.spaces import AffineInvariant
 from geopath._src.spaces import AngularCKA
 from geopath._src.spaces import AngularShape
 from geopath._src.spaces import EuclideanShape
+from geopath._src.spaces import PreShape
 from geopath._src.spaces import Space
 from geopath._src.spaces import Stress
 
@@ -78,6 +82,8 @@ __all__ = (
     "MDSResult",
     "PathAnalysis",
     "PathComparison",
+    "PreShape",
+    "PrincipalGeodesics",
     "Procrustes",
     "Projection",
     "Space",
@@ -98,8 +104,10 @@ __all__ = (
     "orthogonal_procrustes",
     "pairwise_distances",
     "path_length",
+    "path_penalty",
     "points",
     "polar_factor",
+    "principal_geodesics",
     "project",
     "psd_sqrt",
     "safe_arccos",

@@ -76,7 +76,7 @@ def center_scale(x) -> np.ndarray:
 
 
 def shape_features(
-    x, alpha: float, *, whiten_eps: float = 1e-6, normalize: bool = True, rank_rtol: float = 1e-10
+    x, alpha: float, *, whiten_eps: float = 0.0, normalize: bool = True, rank_rtol: float = 1e-10
 ) -> np.ndarray:
     """Partially whitened representation (feature route, [n, p]).
 
@@ -339,3 +339,112 @@ def stress_distance(x, y) -> float:
 def rbf_median_sigma(x, scale: float = 1.0) -> float:
     """Median heuristic: sigma^2 = scale^2 * median_{i<j} ||x_i - x_j||^2."""
     return float(scale * np.sqrt(np.median(pdist(flat(x), "sqeuclidean"))))
+
+
+# --------------------------------------------------------------------------
+# conventions of the reference libraries (netrep, repsim), written from their stated formulas
+# --------------------------------------------------------------------------
+#
+# netrep (Williams et al. 2021, ``LinearMetric``): zero-pad to a common width, centre columns, whiten with
+#   Z = V diag(d) V^T, C = X^T X = V diag(lam) V^T, lam floored at 1e-7, d = alpha + (1 - alpha) lam^{-1/2},
+#   and (preserve_variance) d scaled by sqrt(sum lam / sum (alpha sqrt(lam) + 1 - alpha)^2); align by
+#   orthogonal Procrustes; score "angular" = arccos of the normalised Frobenius inner product, "euclidean" =
+#   Frobenius norm of the difference.
+# repsim (Lange et al. 2022, ``ShapeMetric``): centre, whiten with C = X^T X / n, eigenvalues floored at
+#   1e-9, d as above, no rescaling; "angular" divides by the Frobenius norm.
+
+
+def netrep_whiten(xc, alpha: float, *, preserve_variance: bool = True) -> np.ndarray:
+    """netrep's partial whitening of centred ``xc [n, p]`` (``alpha == 1``: unchanged)."""
+    xc = np.asarray(xc, np.float64)
+    if alpha > 1.0 - 1e-7:
+        return xc
+    lam, v = np.linalg.eigh(xc.T @ xc)
+    lam = np.maximum(lam, 1e-7)
+    d = alpha + (1.0 - alpha) / np.sqrt(lam)
+    if preserve_variance:
+        d = d * np.sqrt(lam.sum() / np.sum((alpha * np.sqrt(lam) + 1.0 - alpha) ** 2))
+    return xc @ ((v * d) @ v.T)
+
+
+def netrep_shape_distance(x, y, alpha: float, *, score: str = "angular") -> float:
+    """netrep ``LinearMetric(alpha, center_columns=True, zero_pad=True, score_method=score)`` on (x, y)."""
+    a, b = pad_pair(flat(x), flat(y))
+    a = netrep_whiten(a - a.mean(0), alpha)
+    b = netrep_whiten(b - b.mean(0), alpha)
+    u, _, vt = np.linalg.svd(a.T @ b)
+    a, b = a @ u, b @ vt.T
+    if score == "angular":
+        return safe_arccos(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return float(np.linalg.norm(a - b))
+
+
+def repsim_whiten(xc, alpha: float) -> np.ndarray:
+    """repsim's partial whitening of centred ``xc [n, p]``: covariance ``X^T X / n``, eigenvalues >= 1e-9."""
+    xc = np.asarray(xc, np.float64)
+    lam, v = np.linalg.eigh(xc.T @ xc / xc.shape[0])
+    d = alpha + (1.0 - alpha) / np.sqrt(np.maximum(lam, 1e-9))
+    return xc @ ((v * d) @ v.T)
+
+
+def repsim_shape_distance(x, y, alpha: float, *, score: str = "angular") -> float:
+    """repsim ``ShapeMetric`` (angular or euclidean) between equal-width x and y."""
+    a = repsim_whiten(flat(x) - flat(x).mean(0), alpha)
+    b = repsim_whiten(flat(y) - flat(y).mean(0), alpha)
+    if score == "angular":
+        a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+        return angular_shape_distance_points(a, b)
+    return euclidean_shape_distance_points(a, b)
+
+
+# CKA conventions. repsim (AngularCKA, default use_unbiased_hsic=True): double-centre the kernel matrix,
+# zero its diagonal, unit Frobenius norm. repsim's kernels: SquaredExponential exp(-|x-y|^2 / l^2),
+# Laplace exp(-|x-y| / l), l = the median pairwise distance (torch.median: the lower middle value);
+# SumKernel: weighted sum.
+
+
+def repsim_length_scale(x) -> float:
+    d = np.sort(pdist(flat(x), "euclidean"))
+    return float(d[(d.size - 1) // 2])  # lower median, as torch.median
+
+
+def repsim_kernel(x, name: str) -> np.ndarray:
+    X = flat(x)
+    X = X - X.mean(0)
+    if name == "linear":
+        return X @ X.T
+    d = squareform(pdist(X, "euclidean"))
+    ell = repsim_length_scale(X)
+    return np.exp(-((d / ell) ** 2)) if name == "sqexp" else np.exp(-d / ell)
+
+
+def repsim_cka_point(k) -> np.ndarray:
+    h = centering_matrix(k.shape[0])
+    m = h @ np.asarray(k, np.float64) @ h
+    np.fill_diagonal(m, 0.0)
+    return m / np.linalg.norm(m)
+
+
+# repsim AffineInvariantRiemannian: centre x; mode "gram": K(x_c) + eps I (no normalisation); mode "cov":
+# x_c^T x_c / (n - 1) + eps I. repsim Stress: d_ij = sqrt(k_ii + k_jj - 2 k_ij) of the kernel; rescale=True
+# divides by the median of the upper triangle; distance = sqrt(mean_{i<j} (D_ij - E_ij)^2).
+
+
+def repsim_spd_point(x, eps: float, *, mode: str = "gram", kernel: str = "linear") -> np.ndarray:
+    X = flat(x)
+    X = X - X.mean(0)
+    if mode == "gram":
+        k = repsim_kernel(X, kernel)
+    else:
+        k = X.T @ X / (X.shape[0] - 1)
+    return k + eps * np.eye(k.shape[0])
+
+
+def repsim_stress_point(x, *, kernel: str = "linear", rescale: bool = False) -> np.ndarray:
+    k = repsim_kernel(x, kernel)
+    kd = np.diag(k)
+    d = np.sqrt(np.maximum(kd[:, None] + kd[None, :] - 2.0 * k, 0.0))
+    np.fill_diagonal(d, 0.0)
+    if rescale:
+        d = d / np.median(d[np.triu_indices(d.shape[0], 1)])
+    return d

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
 from geopath._src import linalg
 from geopath._src import validation as val
+from geopath._src.spaces import kernels
 from geopath._src.spaces import sphere
 from geopath._src.spaces.base import Space
 from geopath._src.spaces.base import check_points
 from geopath._src.spaces.base import raw_to_centered
-from geopath._src.spaces.base import sq_dists
 from geopath._src.spaces.base import static_space
 
-_KERNELS = ("linear", "rbf")
+_UNBIASED = (False, True, "u_statistic", "zero_diagonal")
 
 
 def _double_center(k: Array) -> Array:
@@ -34,51 +33,63 @@ def _u_center(k: Array) -> Array:
     return u * (1.0 - jnp.eye(n, dtype=k.dtype))
 
 
+def _zero_diagonal_center(k: Array) -> Array:
+    """repsim's "unbiased" point: the double-centred kernel with its diagonal set to zero."""
+    return _double_center(k) * (1.0 - jnp.eye(k.shape[0], dtype=k.dtype))
+
+
 @static_space
 class AngularCKA(Space):
     """Angular CKA: ``arccos(CKA(X, Y))`` on centred, unit-norm ``n x n`` kernel matrices (a unit sphere).
 
     Args:
-      unbiased: use U-centred kernels with zeroed diagonal (the unbiased HSIC estimator of Song et al. 2012);
-        the cosine can then be negative, so distances lie in ``[0, pi]``. Needs ``n >= 4``.
-      kernel: "linear" (``X X^T``) or "rbf" (``exp(-|x_i - x_j|^2 / (2 s^2))``).
-      rbf_scale: the RBF length ``s`` is ``rbf_scale`` times the median pairwise distance (``s^2 = rbf_scale^2
-        * median of the squared distances``), unless ``rbf_sigma`` is given.
-      rbf_sigma: a fixed RBF length ``s`` (in the units of the features) instead of the median heuristic.
+      unbiased: which HSIC estimator the cosine is. ``False`` (default): the biased (V-statistic) HSIC of
+        the double-centred kernel ``H K H`` (Kornblith et al. 2019), distances in ``[0, pi/2]``.
+        ``True`` or ``"u_statistic"``: U-centred kernels with zeroed diagonal, whose inner product is the
+        unbiased HSIC estimator of Song et al. (2012); the cosine can be negative, so distances lie in
+        ``[0, pi]``; needs ``n >= 4``. ``"zero_diagonal"``: repsim's convention (its default since 2023):
+        ``H K H`` with its diagonal set to zero. It removes the ``k(x_i, x_i)`` terms but is not an unbiased
+        estimator (the centring has already mixed them into the off-diagonal), which is why ``True`` means
+        the U-statistic here.
+      kernel: "linear" (``X X^T``), "rbf" (``exp(-|x_i - x_j|^2 / (2 s^2))``), "laplace"
+        (``exp(-|x_i - x_j| / s)``), or a tuple of these names for their (weighted) sum.
+      kernel_weights: positive weights of the kernels of a tuple ``kernel`` (default: all 1).
+      rbf_scale: the radial length ``s`` (of "rbf" and "laplace") is ``rbf_scale`` times the median pairwise
+        distance (``s^2 = rbf_scale^2 * median_{i<j} |x_i - x_j|^2``), unless ``rbf_sigma`` is given. repsim's
+        squared exponential is ``exp(-|x_i - x_j|^2 / l^2)`` with ``l`` the median distance: the same kernel
+        as ``rbf_scale = 1 / sqrt(2)`` here (its Laplace kernel equals ours at ``rbf_scale = 1``).
+      rbf_sigma: a fixed radial length ``s`` (in the units of the features) instead of the median heuristic.
 
     Points are ``[n, n]``; geodesics, ``log``, ``exp`` and ``transport`` are those of the unit sphere in the
     space of symmetric matrices.
     """
 
-    unbiased: bool = False
-    kernel: str = "linear"
+    unbiased: bool | str = False
+    kernel: str | tuple[str, ...] = "linear"
     rbf_scale: float = 1.0
     rbf_sigma: float | None = None
+    kernel_weights: tuple[float, ...] | None = None
 
     def __post_init__(self):
-        if self.kernel not in _KERNELS:
-            raise ValueError(f"kernel must be one of {_KERNELS}; got {self.kernel!r}")
-        if not (self.rbf_scale > 0 and np.isfinite(self.rbf_scale)):
-            raise ValueError(f"rbf_scale must be a positive number; got {self.rbf_scale!r}")
-        if self.rbf_sigma is not None and not (self.rbf_sigma > 0 and np.isfinite(self.rbf_sigma)):
-            raise ValueError(f"rbf_sigma must be a positive number or None; got {self.rbf_sigma!r}")
+        kernels.normalize_fields(self)
+        kernels.check_kernel(self.kernel, self.kernel_weights, self.rbf_scale, self.rbf_sigma)
+        if self.unbiased not in _UNBIASED:
+            raise ValueError(f"unbiased must be one of {_UNBIASED}; got {self.unbiased!r}")
 
     def point(self, x: ArrayLike) -> Array:
         """Centred, unit-Frobenius-norm kernel matrix ``[n, n]`` of ``x [n, ...]``."""
-        x = val.as_matrix(x, name="x", min_inputs=4 if self.unbiased else 3)
+        u_stat = self.unbiased is True or self.unbiased == "u_statistic"
+        x = val.as_matrix(x, name="x", min_inputs=4 if u_stat else 3)
         _, xc = raw_to_centered(x, "x")
-        n = xc.shape[0]
-        if self.kernel == "linear":
-            k = xc @ xc.T
+        k = kernels.gram(
+            xc, self.kernel, weights=self.kernel_weights, scale=self.rbf_scale, sigma=self.rbf_sigma
+        )
+        if u_stat:
+            kc = _u_center(k)
+        elif self.unbiased == "zero_diagonal":
+            kc = _zero_diagonal_center(k)
         else:
-            d2 = sq_dists(xc)
-            if self.rbf_sigma is None:
-                iu = np.triu_indices(n, 1)
-                s2 = self.rbf_scale**2 * jnp.maximum(jnp.median(d2[iu]), jnp.finfo(xc.dtype).tiny)
-            else:
-                s2 = jnp.asarray(self.rbf_sigma**2, xc.dtype)
-            k = jnp.exp(-d2 / (2.0 * s2))
-        kc = _u_center(k) if self.unbiased else _double_center(k)
+            kc = _double_center(k)
         return kc / linalg.safe_norm(kc)
 
     def distance(self, a: Array, b: Array) -> Array:

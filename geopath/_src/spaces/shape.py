@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -20,6 +21,9 @@ from geopath._src.spaces.base import static_space
 from geopath._src.spaces.base import vdot
 
 _ROUTES = ("auto", "features", "gram")
+_WHITENINGS = ("scale_invariant", "netrep", "repsim")
+# Eigenvalue floors of the reference implementations, in their own units (netrep: X^T X; repsim: X^T X / n).
+_FLOORS = {"netrep": 1e-7, "repsim": 1e-9}
 
 
 def _whiten_cov_eigs(lam, alpha, eps, tol):
@@ -34,6 +38,16 @@ def _whiten_sv(s, alpha, eps, tol, n):
     return s * _whiten_cov_eigs(s * s / n, alpha, eps, tol)
 
 
+def _floored_cov_eigs(lam, alpha, unit, floor):
+    """netrep/repsim factor ``alpha + (1 - alpha) / sqrt(max(unit * lam, floor))`` for trace-1 eigenvalues."""
+    return alpha + (1.0 - alpha) * jax.lax.rsqrt(jnp.maximum(lam * unit, floor))
+
+
+def _floored_sv(s, alpha, unit, floor, n):
+    """:func:`_floored_cov_eigs` applied to the singular values ``s`` of ``X`` (Gram and PCA routes)."""
+    return s * _floored_cov_eigs(s * s / n, alpha, unit, floor)
+
+
 @dataclasses.dataclass(frozen=True)
 class _ShapeSpace(Space):
     """Shared implementation of :class:`AngularShape` and :class:`EuclideanShape` (fields documented there)."""
@@ -41,7 +55,8 @@ class _ShapeSpace(Space):
     alpha: float = 1.0
     method: str = "auto"
     n_components: int | None = None
-    whiten_eps: float = 1e-6
+    whiten_eps: float = 0.0
+    whitening: str = "scale_invariant"
 
     variable_width: ClassVar[bool] = True
     _angular: ClassVar[bool] = True
@@ -56,6 +71,8 @@ class _ShapeSpace(Space):
             raise ValueError(f"n_components must be a positive integer or None; got {self.n_components!r}")
         if not (self.whiten_eps >= 0 and np.isfinite(self.whiten_eps)):
             raise ValueError(f"whiten_eps must be a finite number >= 0; got {self.whiten_eps!r}")
+        if self.whitening not in _WHITENINGS:
+            raise ValueError(f"whitening must be one of {_WHITENINGS}; got {self.whitening!r}")
 
     def route(self, n: int, p: int) -> str:
         """Which computation ``point`` uses for ``n`` inputs and ``p`` features: "features", "gram" or "pca"."""
@@ -70,8 +87,14 @@ class _ShapeSpace(Space):
 
         Steps: flatten trailing axes to ``[n, p]``; centre columns; scale to ``||X||_F^2 = n``; partially
         whiten, ``X (alpha I + (1 - alpha)(X^T X / n + whiten_eps I)^{-1/2})`` (covariance directions below the
-        numerical-rank tolerance ``max(n, p) * eps * l_max`` are left unwhitened, i.e. multiplied by ``alpha``);
-        then unit Frobenius norm (angular) or the original scale ``||X_c||_F`` (Euclidean).
+        numerical-rank tolerance ``max(n, p) * eps`` -- the covariance has trace 1 here, ``eps`` is the machine
+        epsilon -- are left unwhitened, i.e. multiplied by ``alpha``; no other floor or ridge is applied by
+        default); then unit Frobenius norm (angular) or the original scale ``||X_c||_F`` (Euclidean).
+
+        ``whitening="netrep"`` / ``"repsim"`` replace the whitening step by the reference libraries' own:
+        ``X_c (alpha I + (1 - alpha) max(C, f)^{-1/2})`` with ``C = X_c^T X_c``, ``f = 1e-7`` (netrep) or
+        ``C = X_c^T X_c / n``, ``f = 1e-9`` (repsim), the floor applied to the eigenvalues; the Euclidean point
+        with "netrep" is rescaled as netrep's ``preserve_variance=True`` does (see ``docs/conventions.md``).
 
         ``k`` depends on the route: ``p`` (features, used when ``p <= n``), ``n`` (Gram: the point is the
         symmetric factor ``f(sqrt(X X^T))``, computed from a QR of ``X^T`` so float32 keeps the small singular
@@ -82,35 +105,65 @@ class _ShapeSpace(Space):
         n, p = xc.shape
         scale = linalg.safe_norm(xc)
         xn = xc * (jnp.sqrt(jnp.asarray(n, xc.dtype)) / scale)
-        z = self._whitened(xn)
+        z = self._whitened(xn, scale)
         if self._angular:
             return z / linalg.safe_norm(z)
-        return z * (scale / jnp.sqrt(jnp.asarray(n, xc.dtype)))
+        z = z * (scale / jnp.sqrt(jnp.asarray(n, xc.dtype)))
+        if self.whitening == "netrep" and self.alpha < 1:
+            z = z * self._netrep_variance_factor(xn, scale)
+        return z
 
-    def _whitened(self, xn: Array) -> Array:
+    def _whitening_fns(self, dt, n: int, p: int, scale: Array):
+        """``(covariance-eigenvalue factor, singular-value map, params)`` of the selected whitening."""
+        alpha = jnp.asarray(self.alpha, dt)
+        if self.whitening == "scale_invariant":
+            eps_m = float(jnp.finfo(dt).eps)
+            weps = jnp.asarray(self.whiten_eps, dt)
+            # ||xn||_F^2 = n, so the covariance X^T X / n has trace 1: eigenvalues below this are noise.
+            tol = jnp.asarray(max(n, p) * eps_m, dt)
+            return _whiten_cov_eigs, _whiten_sv, (alpha, weps, tol)
+        # Trace-1 eigenvalues times ``unit`` are the eigenvalues of netrep's X^T X or repsim's X^T X / n.
+        unit = scale * scale if self.whitening == "netrep" else scale * scale / n
+        floor = jnp.asarray(_FLOORS[self.whitening], dt)
+        return _floored_cov_eigs, _floored_sv, (alpha, unit, floor)
+
+    def _netrep_variance_factor(self, xn: Array, scale: Array) -> Array:
+        """netrep's ``preserve_variance`` rescaling ``sqrt(sum lam / sum (alpha sqrt(lam) + 1 - alpha)^2)``.
+
+        ``lam`` are the ``p`` eigenvalues of ``X_c^T X_c`` floored at 1e-7, as netrep computes them.
+        """
         n, p = xn.shape
         dt = xn.dtype
-        eps_m = float(jnp.finfo(dt).eps)
-        alpha = jnp.asarray(self.alpha, dt)
-        weps = jnp.asarray(self.whiten_eps, dt)
-        # ||xn||_F^2 = n, so the covariance X^T X / n has trace 1: eigenvalues below this are numerical noise.
-        tol = jnp.asarray(max(n, p) * eps_m, dt)
+        s = jnp.linalg.svd(xn, compute_uv=False)
+        lam = jnp.maximum(s * s / n * scale * scale, _FLOORS["netrep"])
+        n_zero = p - s.shape[0]  # eigenvalues of X^T X beyond the rank bound min(n, p): floored zeros
+        lam0 = jnp.asarray(_FLOORS["netrep"], dt)
+        a = jnp.asarray(self.alpha, dt)
+        new_var = jnp.sum(jnp.square(a * jnp.sqrt(lam) + 1.0 - a)) + n_zero * jnp.square(
+            a * jnp.sqrt(lam0) + 1.0 - a
+        )
+        return jnp.sqrt((jnp.sum(lam) + n_zero * lam0) / new_var)
+
+    def _whitened(self, xn: Array, scale: Array) -> Array:
+        n, p = xn.shape
+        dt = xn.dtype
+        f_cov, f_sv, params = self._whitening_fns(dt, n, p, scale)
         route = self.route(n, p)
         if route == "pca":
             k = int(self.n_components)
             kk = min(k, n, p)
             u, s, _ = jnp.linalg.svd(xn, full_matrices=False)
             s = s[:kk]
-            z = u[:, :kk] * (_whiten_sv(s, alpha, weps, tol, n) if self.alpha < 1 else s)
+            z = u[:, :kk] * (f_sv(s, *params, n) if self.alpha < 1 else s)
             return linalg.pad_columns(z, k)
         if route == "gram":
             z = linalg.gram_sqrt(xn)
             if self.alpha < 1:
-                z = linalg.matrix_function(_whiten_sv, z, alpha, weps, tol, jnp.asarray(n, dt))
+                z = linalg.matrix_function(f_sv, z, *params, jnp.asarray(n, dt))
             return z
         if self.alpha < 1:
             cov = xn.T @ xn / n
-            return xn @ linalg.matrix_function(_whiten_cov_eigs, cov, alpha, weps, tol)
+            return xn @ linalg.matrix_function(f_cov, cov, *params)
         return xn
 
     def _rotation(self, a: Array, b: Array) -> Array:
@@ -229,7 +282,15 @@ class AngularShape(_ShapeSpace):
       method: "auto" (Gram route when ``p > n``), "features" or "gram"; all give the same distances.
       n_components: if set, project every representation to its top ``n_components`` principal components
         (a common width) instead of zero-padding different widths.
-      whiten_eps: ridge added to covariance eigenvalues (in units where the trace is 1) before ``^(-1/2)``.
+      whiten_eps: ridge added to covariance eigenvalues (in units where the trace is 1) before ``^(-1/2)``;
+        0 (the default) reproduces netrep's numbers at ``alpha = 0``. Directions below the numerical rank are
+        never whitened, so rank-deficient data needs no ridge.
+      whitening: "scale_invariant" (default): the covariance is normalised to trace 1 before whitening, so the
+        metric ignores the overall scale of ``X`` for every ``alpha``. "netrep" / "repsim": whiten with the
+        unnormalised ``X^T X`` (netrep) or ``X^T X / n`` (repsim) and those libraries' eigenvalue floors, so
+        for ``0 < alpha < 1`` the distance depends on the scale of ``X``, as theirs does. For ``alpha`` in
+        ``{0, 1}`` all three agree (up to the floors). Exactly: the default angular distance of ``(X, Y)``
+        equals netrep's on ``(X_c / ||X_c||_F, Y_c / ||Y_c||_F)``.
 
     Example:
       >>> import jax, geopath as gp

@@ -10,11 +10,13 @@ from jax.typing import ArrayLike
 
 from geopath._src import linalg
 from geopath._src import validation as val
+from geopath._src.spaces import kernels
 from geopath._src.spaces.base import Space
 from geopath._src.spaces.base import raw_to_centered
 from geopath._src.spaces.base import static_space
 
 _SPD_KINDS = ("gram", "covariance")
+_SPD_SCALES = ("trace", "none")
 
 
 def _eig_floor(lam):
@@ -53,14 +55,28 @@ class AffineInvariant(Space):
       eps: ridge added to the normalised matrix (its eigenvalues average 1), making it positive definite.
       kind: "gram": ``n x n`` centred Gram matrix ``X_c X_c^T`` (compares layers of any width);
         "covariance": ``p x p`` covariance ``X_c^T X_c`` (only layers of equal width are comparable).
-
-    The matrix is scaled to mean eigenvalue 1 before the ridge, so the metric ignores isotropic scaling.
+      scale: "trace" (default): the matrix is scaled to mean eigenvalue 1 before the ridge, so the metric
+        ignores isotropic scaling and ``eps`` is relative. "none": repsim's convention, ``K + eps I`` (gram) or
+        ``X_c^T X_c / (n - 1) + eps I`` (covariance): ``eps`` is absolute and the metric depends on the scale.
+      kernel, kernel_weights, rbf_scale, rbf_sigma: the kernel of the "gram" matrix, as in
+        :class:`AngularCKA` ("linear", "rbf", "laplace" or a tuple of them; default linear).
     """
 
     eps: float = 1e-3
     kind: str = "gram"
+    scale: str = "trace"
+    kernel: str | tuple[str, ...] = "linear"
+    kernel_weights: tuple[float, ...] | None = None
+    rbf_scale: float = 1.0
+    rbf_sigma: float | None = None
 
     def __post_init__(self):
+        kernels.normalize_fields(self)
+        kernels.check_kernel(self.kernel, self.kernel_weights, self.rbf_scale, self.rbf_sigma)
+        if self.scale not in _SPD_SCALES:
+            raise ValueError(f"scale must be one of {_SPD_SCALES}; got {self.scale!r}")
+        if self.kind == "covariance" and self.kernel != "linear":
+            raise ValueError(f"kind='covariance' needs the linear kernel; got kernel={self.kernel!r}")
         if not (self.eps > 0 and np.isfinite(self.eps)):
             raise ValueError(f"eps must be a positive number (the SPD ridge); got {self.eps!r}")
         if self.kind not in _SPD_KINDS:
@@ -69,9 +85,17 @@ class AffineInvariant(Space):
     def point(self, x: ArrayLike) -> Array:
         """Regularised, trace-normalised centred Gram (``[n, n]``) or covariance (``[p, p]``) matrix."""
         _, xc = raw_to_centered(x, "x")
-        g = xc @ xc.T if self.kind == "gram" else xc.T @ xc
+        if self.kind == "gram":
+            g = kernels.gram(
+                xc, self.kernel, weights=self.kernel_weights, scale=self.rbf_scale, sigma=self.rbf_sigma
+            )
+        else:
+            g = xc.T @ xc
         m = g.shape[0]
-        g = g * (m / jnp.trace(g))
+        if self.scale == "trace":
+            g = g * (m / jnp.trace(g))
+        elif self.kind == "covariance":
+            g = g / (xc.shape[0] - 1)
         return linalg.sym(g) + self.eps * jnp.eye(m, dtype=g.dtype)
 
     def _check(self, a: Array, b: Array) -> None:

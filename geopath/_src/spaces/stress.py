@@ -9,11 +9,14 @@ from jax.typing import ArrayLike
 
 from geopath._src import linalg
 from geopath._src import validation as val
+from geopath._src.spaces import kernels
 from geopath._src.spaces.base import Space
 from geopath._src.spaces.base import check_points
 from geopath._src.spaces.base import raw_to_centered
 from geopath._src.spaces.base import sq_dists
 from geopath._src.spaces.base import static_space
+
+_NORMALIZERS = ("rms", "median")
 
 
 @static_space
@@ -24,18 +27,46 @@ class Stress(Space):
     Invariant to translations and orthogonal maps of the features (not to scaling unless ``normalize``).
 
     Args:
-      normalize: divide each distance matrix by its root-mean-square off-diagonal entry (scale invariance).
+      normalize: divide each distance matrix by a typical off-diagonal entry (scale invariance).
+      normalize_by: that entry: "rms" (default), the root-mean-square of the off-diagonal distances, or
+        "median", their median (repsim's ``rescale=True``; for an even number of pairs ``n (n - 1) / 2``
+        this is the mean of the two middle values, where repsim's ``torch.median`` takes the lower one).
+      kernel, kernel_weights, rbf_scale, rbf_sigma: distances are those of the kernel's feature space,
+        ``d_ij = sqrt(k_ii + k_jj - 2 k_ij)``, as in repsim (kernels as in :class:`AngularCKA`; the default
+        linear kernel gives Euclidean distances).
     """
 
     normalize: bool = False
+    normalize_by: str = "rms"
+    kernel: str | tuple[str, ...] = "linear"
+    kernel_weights: tuple[float, ...] | None = None
+    rbf_scale: float = 1.0
+    rbf_sigma: float | None = None
+
+    def __post_init__(self):
+        kernels.normalize_fields(self)
+        kernels.check_kernel(self.kernel, self.kernel_weights, self.rbf_scale, self.rbf_sigma)
+        if self.normalize_by not in _NORMALIZERS:
+            raise ValueError(f"normalize_by must be one of {_NORMALIZERS}; got {self.normalize_by!r}")
 
     def point(self, x: ArrayLike) -> Array:
-        """Pairwise Euclidean distance matrix ``[n, n]`` of the rows of ``x [n, ...]`` (zero diagonal)."""
+        """Pairwise distance matrix ``[n, n]`` of the rows of ``x [n, ...]`` (zero diagonal)."""
         _, xc = raw_to_centered(x, "x")
-        d = linalg.safe_sqrt(sq_dists(xc))
+        n = xc.shape[0]
+        if self.kernel == "linear":
+            d2 = sq_dists(xc)
+        else:
+            k = kernels.gram(
+                xc, self.kernel, weights=self.kernel_weights, scale=self.rbf_scale, sigma=self.rbf_sigma
+            )
+            kd = jnp.diagonal(k)
+            d2 = jnp.maximum(kd[:, None] + kd[None, :] - 2.0 * k, 0.0) * (1.0 - jnp.eye(n, dtype=k.dtype))
+        d = linalg.safe_sqrt(d2)
         if self.normalize:
-            n = d.shape[0]
-            d = d / jnp.sqrt(jnp.sum(d * d) / (n * (n - 1)))
+            if self.normalize_by == "rms":
+                d = d / jnp.sqrt(jnp.sum(d * d) / (n * (n - 1)))
+            else:
+                d = d / jnp.median(d[np.triu_indices(n, 1)])
         return d
 
     def _check(self, a: Array, b: Array) -> None:
