@@ -11,8 +11,8 @@ from geopath._src import linalg
 from geopath._src import validation as val
 from geopath._src.spaces import sphere
 from geopath._src.spaces.base import Space
+from geopath._src.spaces.base import centered
 from geopath._src.spaces.base import check_points
-from geopath._src.spaces.base import raw_to_centered
 from geopath._src.spaces.base import sq_dists
 from geopath._src.spaces.base import static_space
 
@@ -66,7 +66,8 @@ class AngularCKA(Space):
     def point(self, x: ArrayLike) -> Array:
         """Centred, unit-Frobenius-norm kernel matrix ``[n, n]`` of ``x [n, ...]``."""
         x = val.as_matrix(x, name="x", min_inputs=4 if self.unbiased else 3)
-        _, xc = raw_to_centered(x, "x")
+        c = centered(x, "x")
+        xc = c.values  # rescaled by a power of two; the kernels below are scale-free except rbf_sigma
         n = xc.shape[0]
         if self.kernel == "linear":
             k = xc @ xc.T
@@ -77,6 +78,7 @@ class AngularCKA(Space):
                 s2 = self.rbf_scale**2 * jnp.maximum(jnp.median(d2[iu]), jnp.finfo(xc.dtype).tiny)
             else:
                 s2 = jnp.asarray(self.rbf_sigma**2, xc.dtype)
+                d2 = c.unscale(d2, 2)  # back to the units of rbf_sigma
             k = jnp.exp(-d2 / (2.0 * s2))
         kc = _u_center(k) if self.unbiased else _double_center(k)
         return kc / linalg.safe_norm(kc)

@@ -10,8 +10,8 @@ from jax.typing import ArrayLike
 from geopath._src import linalg
 from geopath._src import validation as val
 from geopath._src.spaces.base import Space
+from geopath._src.spaces.base import centered
 from geopath._src.spaces.base import check_points
-from geopath._src.spaces.base import raw_to_centered
 from geopath._src.spaces.base import sq_dists
 from geopath._src.spaces.base import static_space
 
@@ -31,12 +31,12 @@ class Stress(Space):
 
     def point(self, x: ArrayLike) -> Array:
         """Pairwise Euclidean distance matrix ``[n, n]`` of the rows of ``x [n, ...]`` (zero diagonal)."""
-        _, xc = raw_to_centered(x, "x")
-        d = linalg.safe_sqrt(sq_dists(xc))
+        c = centered(x, "x")
+        d = linalg.safe_sqrt(sq_dists(c.values))
         if self.normalize:
             n = d.shape[0]
-            d = d / jnp.sqrt(jnp.sum(d * d) / (n * (n - 1)))
-        return d
+            return d / jnp.sqrt(jnp.sum(d * d) / (n * (n - 1)))
+        return c.unscale(d)
 
     def _check(self, a: Array, b: Array) -> None:
         check_points(a, b)
