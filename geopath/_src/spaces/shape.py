@@ -151,8 +151,8 @@ class _ShapeSpace(Space):
         return jnp.where(jnp.all(a == b), jnp.zeros_like(d), d)
 
     def prepared_distance(self, a: Array, b: Array) -> Array:
-        """:meth:`distance` of two same-width points (no checks); used for all-pairs, equally accurate."""
-        return self._aligned_distance(a, b)
+        """:meth:`distance` without input checks (widths may differ); used for all-pairs, equally accurate."""
+        return self._aligned_distance(*self.common(a, b))
 
     def log(self, a: Array, b: Array) -> Array:
         """Horizontal tangent vector at ``a`` pointing to ``b`` with length ``d(a, b)``; ``[n, max(ka, kb)]``."""
