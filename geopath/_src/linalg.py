@@ -40,18 +40,38 @@ def _eps(dtype) -> float:
 
 
 def safe_norm(x: ArrayLike, *, axis=None, keepdims: bool = False) -> Array:
-    """Euclidean / Frobenius norm whose gradient at ``x = 0`` is 0 instead of NaN."""
+    """Euclidean / Frobenius norm whose gradient at ``x = 0`` is 0 instead of NaN.
+
+    NaN in ``x`` gives NaN (never 0). The entries are divided by their largest magnitude before squaring, so
+    any finite ``x`` (1e-30 or 1e30 in float32) gives its norm without overflow or underflow.
+    """
     x = jnp.asarray(x)
-    sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
-    pos = sq > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+    big = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
+    ok = jnp.isfinite(big) & (big > 0)  # NaN / Inf / 0: no rescaling, so NaN and Inf propagate
+    big = jnp.where(ok, big, 1.0)
+    sq = jnp.sum(jnp.square(x / big), axis=axis, keepdims=True)
+    zero = sq == 0
+    norm = big * jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, sq)))
+    if keepdims:
+        return norm
+    return jnp.squeeze(norm, axis=tuple(range(x.ndim)) if axis is None else axis)
 
 
 def safe_sqrt(x: ArrayLike) -> Array:
-    """``sqrt(max(x, 0))`` with gradient 0 (not Inf) at ``x <= 0``."""
+    """``sqrt(max(x, 0))`` with gradient 0 (not Inf) at ``x <= 0``; NaN stays NaN."""
     x = jnp.asarray(x)
-    pos = x > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+    nonpos = x <= 0
+    return jnp.where(nonpos, 0.0, jnp.sqrt(jnp.where(nonpos, 1.0, x)))
+
+
+def max_exponent(*xs: ArrayLike) -> Array:
+    """Integer ``e`` with ``max |x| / 2**e`` in ``[0.5, 1)`` over all ``xs``; 0 if that is 0 or not finite.
+
+    ``jnp.ldexp(x, -e)`` then rescales exactly (a power of two) so that squares cannot overflow or underflow.
+    """
+    m = jnp.max(jnp.stack([jnp.max(jnp.abs(jnp.asarray(x))) for x in xs]))
+    ok = jnp.isfinite(m) & (m > 0)
+    return jnp.where(ok, jnp.frexp(jnp.where(ok, m, 1.0))[1], 0)
 
 
 @jax.custom_jvp
@@ -153,6 +173,50 @@ def _trace_function_jvp(f, primals, tangents):
         _, dflam = jax.jvp(lambda *p: f(lam, *p), tuple(params), tuple(dparams))
         dout = dout + jnp.sum(dflam, axis=-1)
     return out, dout
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def gram_function(f: Callable[..., Array], m: ArrayLike, *params) -> Array:
+    """``W f(L) W^T`` for the Gram matrix ``m m^T = W L W^T`` of a square ``m`` ``[..., r, r]``.
+
+    Computed from the SVD ``m = U S V^T`` (``W = U``, ``L = S^2``) without forming ``m m^T``: the small
+    eigenvalues keep a relative accuracy of about ``eps * s_max / s_i`` instead of ``eps * s_max^2 / s_i^2``,
+    and they are never negative. The derivative is that of :func:`matrix_function` at ``m m^T`` (Daleckii-Krein
+    divided differences with ``dC = dm m^T + m dm^T``), finite at repeated singular values.
+
+    Args:
+      f: elementwise function ``f(eigenvalues, *params)`` of the eigenvalues of ``m m^T`` (static).
+      m: ``[..., r, r]``.
+      *params: arrays broadcastable against the eigenvalues ``[..., r]``; differentiable.
+
+    Returns:
+      ``[..., r, r]`` symmetric matrices.
+    """
+    lam, w = _gram_eigh(jnp.asarray(m))
+    return (w * f(lam, *params)[..., None, :]) @ _mT(w)
+
+
+def _gram_eigh(m):
+    if m.shape[-1] != m.shape[-2]:
+        raise ValueError(f"gram_function needs square matrices; got shape {m.shape}")
+    u, s, _ = jnp.linalg.svd(m, full_matrices=False)
+    return s * s, u
+
+
+@gram_function.defjvp
+def _gram_function_jvp(f, primals, tangents):
+    m, *params = primals
+    dm, *dparams = tangents
+    lam, w = _gram_eigh(m)
+    flam = f(lam, *params)
+    out = (w * flam[..., None, :]) @ _mT(w)
+    phi = _divided_differences(f, lam, flam, params)
+    dc = dm @ _mT(m) + m @ _mT(dm)
+    inner = phi * (_mT(w) @ dc @ w)
+    if params:
+        _, dflam = jax.jvp(lambda *p: f(lam, *p), tuple(params), tuple(dparams))
+        inner = inner + dflam[..., None, :] * jnp.eye(lam.shape[-1], dtype=lam.dtype)
+    return out, w @ inner @ _mT(w)
 
 
 def _psd_rank_tol(lam: Array, n: int) -> Array:

@@ -7,10 +7,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
 from geopath._src import linalg
+from geopath._src import validation as val
 from geopath._src.spaces import Space
 
 
@@ -203,16 +205,25 @@ def frechet_mean(
     Args:
       space: the space.
       points: list of points or stacked ``[m, ...]``.
-      weights: ``[m]`` non-negative weights (normalised to sum 1); uniform if None.
+      weights: ``[m]`` finite non-negative weights with a positive sum (normalised to sum 1); uniform if None.
       num_iters: fixed number of iterations (differentiable, no recompilation).
       step_size: step length; 1 is the classical Karcher iteration.
+
+    Raises:
+      ValueError: if concrete ``weights`` are negative, non-finite or all zero. Traced weights (under
+        ``jit``) that violate this give a NaN mean, residual and variance, never a number.
     """
     p = stack_points(space, points)
     m = p.shape[0]
     w = jnp.full((m,), 1.0 / m, p.dtype) if weights is None else jnp.asarray(weights, p.dtype)
     if w.shape != (m,):
         raise ValueError(f"weights must have shape ({m},) to match points {p.shape}; got {w.shape}")
-    w = w / jnp.sum(w)
+    valid = jnp.all(jnp.isfinite(w)) & jnp.all(w >= 0) & (jnp.sum(w) > 0)
+    if not val.is_traced(valid) and not bool(valid):
+        raise ValueError(
+            f"weights must be finite and non-negative with a positive sum; got {np.asarray(w).tolist()}"
+        )
+    w = jnp.where(valid, w / jnp.sum(w), jnp.nan)
 
     def grad_at(x):
         logs = jax.vmap(lambda q: space.log(x, q))(p)

@@ -16,6 +16,7 @@ import abc
 import dataclasses
 from typing import Any
 from typing import ClassVar
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,17 +34,36 @@ def static_space(cls):
     return cls
 
 
-def center(x: Array) -> Array:
-    """Column-centred ``x [n, p]``."""
-    return x - jnp.mean(x, axis=0, keepdims=True)
+class Centered(NamedTuple):
+    """A raw representation, centred and rescaled by a power of two (result of :func:`centered`).
+
+    Attributes:
+      values: ``[n, p]`` column-centred data divided by ``2**exponent``; its largest entry lies in
+        ``[0.5, 1)``, so squares and Gram matrices of it neither overflow nor underflow.
+      exponent: ``[]`` integer: the centred data is ``ldexp(values, exponent)`` (exact: a power of two).
+    """
+
+    values: Array
+    exponent: Array
+
+    def unscale(self, y: Array, power: int = 1) -> Array:
+        """``y * 2**(power * exponent)``: restores the units of a quantity homogeneous of degree ``power``."""
+        return jnp.ldexp(y, power * self.exponent)
 
 
-def raw_to_centered(x: ArrayLike, name: str) -> tuple[Array, Array]:
-    """Validated ``(x [n, p], centred x [n, p])`` of a raw representation ``x [n, ...]``."""
+def centered(x: ArrayLike, name: str) -> Centered:
+    """Validated, centred and rescaled raw representation ``x [n, ...]``; see :class:`Centered`.
+
+    The one place where raw data is prepared for every space: ``as_matrix`` (dtype policy, flattening),
+    centring that keeps variation small against a common offset (:func:`validation.shift_center`), a
+    power-of-two rescaling so that every finite input (1e-30 .. 1e30 in float32) stays in range when
+    squared, and the finite / non-constant checks.
+    """
     x = val.as_matrix(x, name=name)
-    xc = center(x)
+    xc = val.shift_center(x)  # (x - mean) / 2, no overflow
     val.check_values(x, xc, name=name)
-    return x, xc
+    e = linalg.max_exponent(xc)
+    return Centered(values=jnp.ldexp(xc, -e), exponent=e + 1)
 
 
 def vdot(u: Array, v: Array) -> Array:

@@ -11,8 +11,8 @@ from geopath._src import validation as val
 from geopath._src.spaces import kernels
 from geopath._src.spaces import sphere
 from geopath._src.spaces.base import Space
+from geopath._src.spaces.base import centered
 from geopath._src.spaces.base import check_points
-from geopath._src.spaces.base import raw_to_centered
 from geopath._src.spaces.base import static_space
 
 _UNBIASED = (False, True, "u_statistic", "zero_diagonal")
@@ -80,9 +80,13 @@ class AngularCKA(Space):
         """Centred, unit-Frobenius-norm kernel matrix ``[n, n]`` of ``x [n, ...]``."""
         u_stat = self.unbiased is True or self.unbiased == "u_statistic"
         x = val.as_matrix(x, name="x", min_inputs=4 if u_stat else 3)
-        _, xc = raw_to_centered(x, "x")
         k = kernels.gram(
-            xc, self.kernel, weights=self.kernel_weights, scale=self.rbf_scale, sigma=self.rbf_sigma
+            centered(x, "x"),
+            self.kernel,
+            weights=self.kernel_weights,
+            scale=self.rbf_scale,
+            sigma=self.rbf_sigma,
+            scale_free=True,
         )
         if u_stat:
             kc = _u_center(k)

@@ -16,6 +16,7 @@ import numpy as np
 from jax import Array
 
 from geopath._src import linalg
+from geopath._src.spaces.base import Centered
 from geopath._src.spaces.base import sq_dists
 
 KERNELS = ("linear", "rbf", "laplace")
@@ -62,24 +63,39 @@ def _length_sq(d2: Array, scale: float, sigma: float | None) -> Array:
 
 
 def gram(
-    xc: Array,
+    c: Centered,
     kernel: str | tuple[str, ...] = "linear",
     *,
     weights: tuple[float, ...] | None = None,
     scale: float = 1.0,
     sigma: float | None = None,
+    scale_free: bool = False,
 ) -> Array:
-    """Kernel matrix ``[n, n]`` of the rows of the column-centred ``xc [n, p]`` (weighted sum for a tuple)."""
+    """Kernel matrix ``[n, n]`` of the rows of a centred representation (weighted sum for a tuple).
+
+    Args:
+      c: the centred, power-of-two-rescaled representation (:func:`geopath._src.spaces.base.centered`).
+      kernel, weights, scale, sigma: the kernel specification (see the module docstring).
+      scale_free: the caller normalises the result by its own size (CKA, trace-normalised SPD), so a lone
+        linear kernel may stay in the rescaled units (exact, and safe from overflow for any finite input).
+        Otherwise the result is in the data's units: the linear part is ``X_c X_c^T`` of the original data,
+        and a fixed ``sigma`` is compared with the original distances (the median heuristic is scale-free).
+    """
+    xs = c.values
     names = kernel_names(kernel)
     weights = (1.0,) * len(names) if weights is None else weights
+    if scale_free and all(name == "linear" for name in names):
+        return sum(weights) * (xs @ xs.T)
     d2 = None
     total = None
     for name, w in zip(names, weights):
         if name == "linear":
-            k = xc @ xc.T
+            k = c.unscale(xs @ xs.T, 2)
         else:
             if d2 is None:
-                d2 = sq_dists(xc)
+                d2 = sq_dists(xs)
+                if sigma is not None:
+                    d2 = c.unscale(d2, 2)  # back to the units of sigma
                 s2 = _length_sq(d2, scale, sigma)
             if name == "rbf":
                 k = jnp.exp(-d2 / (2.0 * s2))

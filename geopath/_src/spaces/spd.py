@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg  # noqa: F401
 import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
@@ -12,39 +13,67 @@ from geopath._src import linalg
 from geopath._src import validation as val
 from geopath._src.spaces import kernels
 from geopath._src.spaces.base import Space
-from geopath._src.spaces.base import raw_to_centered
+from geopath._src.spaces.base import centered
 from geopath._src.spaces.base import static_space
 
 _SPD_KINDS = ("gram", "covariance")
 _SPD_SCALES = ("trace", "none")
 
 
-def _eig_floor(lam):
-    return jnp.maximum(lam, jnp.finfo(lam.dtype).tiny)
+def _eig_log(lam, floor):
+    return jnp.log(jnp.maximum(lam, floor))
+
+
+def _eig_pow(lam, t, floor):
+    return jnp.exp(t * jnp.log(jnp.maximum(lam, floor)))
 
 
 def _eig_sqrt(lam):
-    return jnp.sqrt(_eig_floor(lam))
-
-
-def _eig_isqrt(lam):
-    return jax.lax.rsqrt(_eig_floor(lam))
-
-
-def _eig_log(lam):
-    return jnp.log(_eig_floor(lam))
-
-
-def _eig_log_sq(lam):
-    return jnp.square(jnp.log(_eig_floor(lam)))
+    return jnp.sqrt(lam)
 
 
 def _eig_exp(lam):
     return jnp.exp(lam)
 
 
-def _eig_pow(lam, t):
-    return jnp.exp(t * jnp.log(_eig_floor(lam)))
+def _log_sq_above_one(s):
+    """``(2 log s)^2`` for singular values ``s > 1``, else 0 (those are counted from the other side); NaN stays."""
+    big = jnp.logical_not(s <= 1)
+    return jnp.where(big, jnp.square(2.0 * jnp.log(jnp.where(big, s, 1.0))), 0.0)
+
+
+def _factor(a: Array) -> Array:
+    """Lower Cholesky factor ``L`` of ``a = L L^T`` ``[m, m]`` (NaN where ``a`` is not positive definite)."""
+    return jnp.linalg.cholesky(linalg.sym(a))
+
+
+def _relative(la: Array, lb: Array) -> Array:
+    """``la^{-1} lb`` ``[m, m]``: its singular values are the square roots of the generalised eigenvalues."""
+    return jax.scipy.linalg.solve_triangular(la, lb, lower=True)
+
+
+def _congruence(la: Array, v: Array) -> Array:
+    """``la^{-1} v la^{-T}`` for symmetric ``v`` ``[m, m]`` (symmetrised)."""
+    y = jax.scipy.linalg.solve_triangular(la, v, lower=True)
+    return linalg.sym(jax.scipy.linalg.solve_triangular(la, y.T, lower=True))
+
+
+def _floor(m: Array) -> Array:
+    """Relative floor ``eps^2 ||m||_F^2`` for the eigenvalues of ``m m^T`` (keeps ``log`` finite)."""
+    eps = jnp.finfo(m.dtype).eps
+    return jax.lax.stop_gradient(jnp.sum(jnp.square(m)) * (eps * eps))
+
+
+def _distance_from_factors(la: Array, lb: Array) -> Array:
+    """``sqrt(sum_i log^2 l_i)`` over the generalised eigenvalues ``l_i`` of ``(b, a)``; scalar.
+
+    The eigenvalues above 1 are taken from the singular values of ``la^{-1} lb`` and those below 1 (as
+    reciprocals) from ``lb^{-1} la``: each is computed where it is large, hence to full relative accuracy, and
+    the result is exactly symmetric in ``a`` and ``b``.
+    """
+    s_ab = jnp.linalg.svd(_relative(la, lb), compute_uv=False)
+    s_ba = jnp.linalg.svd(_relative(lb, la), compute_uv=False)
+    return linalg.safe_sqrt(jnp.sum(_log_sq_above_one(s_ab)) + jnp.sum(_log_sq_above_one(s_ba)))
 
 
 @static_space
@@ -53,6 +82,8 @@ class AffineInvariant(Space):
 
     Args:
       eps: ridge added to the normalised matrix (its eigenvalues average 1), making it positive definite.
+        It must exceed the matrix size times the machine epsilon of the data's dtype (checked by
+        :meth:`point`), otherwise the ridge is lost to round-off and the point is singular.
       kind: "gram": ``n x n`` centred Gram matrix ``X_c X_c^T`` (compares layers of any width);
         "covariance": ``p x p`` covariance ``X_c^T X_c`` (only layers of equal width are comparable).
       scale: "trace" (default): the matrix is scaled to mean eigenvalue 1 before the ridge, so the metric
@@ -60,6 +91,10 @@ class AffineInvariant(Space):
         ``X_c^T X_c / (n - 1) + eps I`` (covariance): ``eps`` is absolute and the metric depends on the scale.
       kernel, kernel_weights, rbf_scale, rbf_sigma: the kernel of the "gram" matrix, as in
         :class:`AngularCKA` ("linear", "rbf", "laplace" or a tuple of them; default linear).
+
+    All operations work with the Cholesky factor ``L`` of the base point (``A = L L^T``) and the singular
+    values of ``L_A^{-1} L_B`` (square roots of the generalised eigenvalues), never with ``A^{-1/2} B A^{-1/2}``
+    formed explicitly, so float32 keeps the small eigenvalues and the distance is exactly symmetric.
     """
 
     eps: float = 1e-3
@@ -83,19 +118,36 @@ class AffineInvariant(Space):
             raise ValueError(f"kind must be one of {_SPD_KINDS}; got {self.kind!r}")
 
     def point(self, x: ArrayLike) -> Array:
-        """Regularised, trace-normalised centred Gram (``[n, n]``) or covariance (``[p, p]``) matrix."""
-        _, xc = raw_to_centered(x, "x")
+        """Regularised, trace-normalised centred Gram (``[n, n]``) or covariance (``[p, p]``) matrix.
+
+        Raises:
+          ValueError: if ``eps`` is below ``m * finfo(dtype).eps`` for the ``[m, m]`` point (scale "trace").
+        """
+        c = centered(x, "x")
+        scale_free = self.scale == "trace"
         if self.kind == "gram":
             g = kernels.gram(
-                xc, self.kernel, weights=self.kernel_weights, scale=self.rbf_scale, sigma=self.rbf_sigma
+                c,
+                self.kernel,
+                weights=self.kernel_weights,
+                scale=self.rbf_scale,
+                sigma=self.rbf_sigma,
+                scale_free=scale_free,
             )
         else:
-            g = xc.T @ xc
+            g = c.values.T @ c.values
+            if not scale_free:
+                g = c.unscale(g, 2) / (c.values.shape[0] - 1)
         m = g.shape[0]
-        if self.scale == "trace":
+        if scale_free:
+            floor = m * float(jnp.finfo(g.dtype).eps)
+            if self.eps < floor:
+                raise ValueError(
+                    f"eps={self.eps!r} is below the round-off of a [{m}, {m}] {g.dtype} point with mean "
+                    f"eigenvalue 1 (m * eps = {floor:.3g}): the ridge would be lost and the point singular. Use "
+                    "a larger eps or float64 data."
+                )
             g = g * (m / jnp.trace(g))
-        elif self.kind == "covariance":
-            g = g / (xc.shape[0] - 1)
         return linalg.sym(g) + self.eps * jnp.eye(m, dtype=g.dtype)
 
     def _check(self, a: Array, b: Array) -> None:
@@ -105,57 +157,58 @@ class AffineInvariant(Space):
             )
         val.check_same_shape(a, b)
 
-    def _roots(self, a: Array) -> tuple[Array, Array]:
-        """``(a^{1/2}, a^{-1/2})``, both ``[m, m]``."""
-        return (linalg.matrix_function(_eig_sqrt, a), linalg.matrix_function(_eig_isqrt, a))
+    def prepare(self, a: Array) -> Array:
+        """The Cholesky factor ``L`` of ``a``, computed once per point for all pairs."""
+        return _factor(a)
 
-    def _distance_from_isqrt(self, ia: Array, b: Array) -> Array:
-        """``||log(a^{-1/2} b a^{-1/2})||_F`` given ``ia = a^{-1/2}``; scalar."""
-        return linalg.safe_sqrt(linalg.trace_function(_eig_log_sq, linalg.sym(ia @ b @ ia)))
-
-    def prepare(self, a: Array) -> tuple[Array, Array]:
-        """``(a, a^{-1/2})``: the inverse square root is computed once per point for all pairs."""
-        return a, linalg.matrix_function(_eig_isqrt, a)
-
-    def prepared_distance(self, pa: tuple[Array, Array], pb: tuple[Array, Array]) -> Array:
+    def prepared_distance(self, la: Array, lb: Array) -> Array:
         """:meth:`distance` from two :meth:`prepare` results; scalar."""
-        return self._distance_from_isqrt(pa[1], pb[0])
+        return _distance_from_factors(la, lb)
 
     def distance(self, a: Array, b: Array) -> Array:
         """Riemannian distance ``||log(a^{-1/2} b a^{-1/2})||_F`` between ``[m, m]`` points; scalar.
 
-        Dimensionless: the root-sum-square of the logs of the generalised eigenvalues of ``(b, a)``.
+        Dimensionless: the root-sum-square of the logs of the generalised eigenvalues of ``(b, a)``, computed
+        from singular values of ``L_a^{-1} L_b`` and ``L_b^{-1} L_a`` (see the class docstring). Exactly
+        symmetric; 0 for identical points. NaN if a point is not positive definite.
         """
         self._check(a, b)
-        return self._distance_from_isqrt(linalg.matrix_function(_eig_isqrt, a), b)
+        return _distance_from_factors(_factor(a), _factor(b))
+
+    def _relative_function(self, a: Array, b: Array, f, *params) -> Array:
+        """``L f(C) L^T`` with ``a = L L^T`` and ``C = L^{-1} b L^{-T}`` (via the SVD of ``L^{-1} L_b``)."""
+        la = _factor(a)
+        m = _relative(la, _factor(b))
+        return linalg.sym(la @ linalg.gram_function(f, m, *params, _floor(m)) @ la.T)
 
     def log(self, a: Array, b: Array) -> Array:
         """``a^{1/2} log(a^{-1/2} b a^{-1/2}) a^{1/2}``, a symmetric ``[m, m]`` tangent vector at ``a``."""
         self._check(a, b)
-        sa, ia = self._roots(a)
-        return linalg.sym(sa @ linalg.matrix_function(_eig_log, linalg.sym(ia @ b @ ia)) @ sa)
+        return self._relative_function(a, b, _eig_log)
 
     def exp(self, a: Array, v: Array) -> Array:
         """``a^{1/2} exp(a^{-1/2} v a^{-1/2}) a^{1/2}`` for a symmetric tangent vector ``v [m, m]``."""
         self._check(a, v)
-        sa, ia = self._roots(a)
-        return linalg.sym(sa @ linalg.matrix_function(_eig_exp, linalg.sym(ia @ v @ ia)) @ sa)
+        la = _factor(a)
+        return linalg.sym(la @ linalg.matrix_function(_eig_exp, _congruence(la, v)) @ la.T)
 
     def geodesic(self, a: Array, b: Array, t: ArrayLike) -> Array:
         """``a^{1/2} (a^{-1/2} b a^{-1/2})^t a^{1/2}``; ``[m, m]``."""
         self._check(a, b)
-        sa, ia = self._roots(a)
-        t = jnp.asarray(t, a.dtype)
-        return linalg.sym(sa @ linalg.matrix_function(_eig_pow, linalg.sym(ia @ b @ ia), t) @ sa)
+        return self._relative_function(a, b, _eig_pow, jnp.asarray(t, a.dtype))
 
     def transport(self, a: Array, b: Array, v: Array) -> Array:
         """``E v E^T`` with ``E = a^{1/2} (a^{-1/2} b a^{-1/2})^{1/2} a^{-1/2}``; tangent at ``b``."""
         self._check(a, b)
-        sa, ia = self._roots(a)
-        e = sa @ linalg.matrix_function(_eig_sqrt, linalg.sym(ia @ b @ ia)) @ ia
+        la = _factor(a)
+        m = _relative(la, _factor(b))
+        root = linalg.gram_function(_eig_sqrt, m)  # C^{1/2}, C = la^{-1} b la^{-T}
+        e = la @ jax.scipy.linalg.solve_triangular(la, root, lower=True, trans=1).T
         return linalg.sym(e @ v @ e.T)
 
     def tangent_coords(self, a: Array, v: Array) -> Array:
-        """``a^{-1/2} v a^{-1/2}``: coordinates in which the metric is the Frobenius inner product."""
-        ia = linalg.matrix_function(_eig_isqrt, a)
-        return ia @ v @ ia
+        """``L^{-1} v L^{-T}`` (``a = L L^T``): coordinates in which the metric is the Frobenius inner product.
+
+        They differ from ``a^{-1/2} v a^{-1/2}`` by a fixed rotation at each base point.
+        """
+        return _congruence(_factor(a), v)

@@ -11,8 +11,8 @@ from geopath._src import linalg
 from geopath._src import validation as val
 from geopath._src.spaces import kernels
 from geopath._src.spaces.base import Space
+from geopath._src.spaces.base import centered
 from geopath._src.spaces.base import check_points
-from geopath._src.spaces.base import raw_to_centered
 from geopath._src.spaces.base import sq_dists
 from geopath._src.spaces.base import static_space
 
@@ -50,24 +50,27 @@ class Stress(Space):
             raise ValueError(f"normalize_by must be one of {_NORMALIZERS}; got {self.normalize_by!r}")
 
     def point(self, x: ArrayLike) -> Array:
-        """Pairwise distance matrix ``[n, n]`` of the rows of ``x [n, ...]`` (zero diagonal)."""
-        _, xc = raw_to_centered(x, "x")
-        n = xc.shape[0]
+        """Pairwise distance matrix ``[n, n]`` of the rows of ``x [n, ...]`` (zero diagonal).
+
+        With the linear kernel, the Euclidean distances of the centred rows; otherwise the distances that the
+        kernel induces, ``sqrt(k_ii + k_jj - 2 k_ij)``.
+        """
+        c = centered(x, "x")
+        n = c.values.shape[0]
         if self.kernel == "linear":
-            d2 = sq_dists(xc)
+            d2 = sq_dists(c.values)  # rescaled units: exact, and no overflow for any finite input
         else:
             k = kernels.gram(
-                xc, self.kernel, weights=self.kernel_weights, scale=self.rbf_scale, sigma=self.rbf_sigma
+                c, self.kernel, weights=self.kernel_weights, scale=self.rbf_scale, sigma=self.rbf_sigma
             )
             kd = jnp.diagonal(k)
             d2 = jnp.maximum(kd[:, None] + kd[None, :] - 2.0 * k, 0.0) * (1.0 - jnp.eye(n, dtype=k.dtype))
         d = linalg.safe_sqrt(d2)
         if self.normalize:
             if self.normalize_by == "rms":
-                d = d / jnp.sqrt(jnp.sum(d * d) / (n * (n - 1)))
-            else:
-                d = d / jnp.median(d[np.triu_indices(n, 1)])
-        return d
+                return d / jnp.sqrt(jnp.sum(d * d) / (n * (n - 1)))
+            return d / jnp.median(d[np.triu_indices(n, 1)])
+        return c.unscale(d) if self.kernel == "linear" else d
 
     def _check(self, a: Array, b: Array) -> None:
         check_points(a, b)
