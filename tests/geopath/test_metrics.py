@@ -376,6 +376,7 @@ def test_n_components_keeps_distance_at_full_rank(rng):
 # 10. float32
 # --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 @pytest.mark.parametrize("n,widths", [(16, (5, 8, 12)), (20, (7, 50, 35))], ids=["features", "gram"])
 def test_float32_angular_shape(alpha, n, widths, rng):
