@@ -422,45 +422,18 @@ def _finish_epoch(s: _Setup, p: _Progress, epoch: int, epoch_sums: np.ndarray, s
     s.store.prune(keep={p.step} | ({p.best_step} if p.best_step is not None else set()))
 
 
-def train_and_evaluate(
-    config: TrainConfig | Mapping[str, Any],
-    workdir: str | os.PathLike,
-    *,
-    train_data: Any = None,
-    test_data: Any = None,
-) -> dict[str, Any]:
-    """Trains ``config.arch`` on CIFAR-10, evaluating every epoch and checkpointing over training.
+def _build(cfg: TrainConfig, workdir: Path, has_run: bool, train_data: Any, test_data: Any):
+    """Loads and checks the data, writes ``config.json``, builds the model, optimiser and fixed pieces.
 
-    Args:
-        config: A :class:`TrainConfig` (or a dict of its fields).
-        workdir: Run directory (created). Holds ``config.json``, ``metrics.jsonl``,
-            ``summary.json`` and ``checkpoints/``. An existing run is an error unless
-            ``config.resume`` (continue it) or ``config.overwrite`` (start afresh).
-        train_data, test_data: Optional in-memory data instead of loading CIFAR-10:
-            a :class:`models.data.Dataset` or an ``(images uint8 [N,32,32,3], labels [N])``
-            pair (used by tests and benchmarks). Subset options are ignored for them.
-
-    Returns:
-        Summary dict: ``final_step``, ``epochs_completed``, ``interrupted`` (stopped by
-        ``max_steps``), ``final_test_acc``, ``best_test_acc``, ``best_step``,
-        ``train_images_per_s`` (steady-state, excluding compilation and evaluation),
-        ``wall_time_s``, ``checkpoints`` (steps) and ``workdir``.
+    Returns ``(setup, initial TrainState, number of parameters)``.
     """
-    import jax
     from flax import nnx
 
     from . import checkpoints as ckpt
     from .nets import count_params
     from .nets import create_model
-    from .nets import parse_arch
     from .train_state import LossSpec
     from .train_state import init_state
-
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    workdir = Path(workdir)
-    t_start = time.time()
-    parse_arch(cfg.arch)  # fail fast on an unknown architecture (ValueError naming the valid ones)
-    has_run = _existing_run(cfg, workdir)
 
     if train_data is None or test_data is None:
         loaded_train, loaded_test = _load_data(cfg)
@@ -516,7 +489,46 @@ def train_and_evaluate(
             config=cfg.to_dict(),
         ),
     )
-    p = _Progress(state=init_state(params, batch_stats, tx, seed=cfg.seed), step=0)
+    return s, init_state(params, batch_stats, tx, seed=cfg.seed), n_params
+
+
+def train_and_evaluate(
+    config: TrainConfig | Mapping[str, Any],
+    workdir: str | os.PathLike,
+    *,
+    train_data: Any = None,
+    test_data: Any = None,
+) -> dict[str, Any]:
+    """Trains ``config.arch`` on CIFAR-10, evaluating every epoch and checkpointing over training.
+
+    Args:
+        config: A :class:`TrainConfig` (or a dict of its fields).
+        workdir: Run directory (created). Holds ``config.json``, ``metrics.jsonl``,
+            ``summary.json`` and ``checkpoints/``. An existing run is an error unless
+            ``config.resume`` (continue it) or ``config.overwrite`` (start afresh).
+        train_data, test_data: Optional in-memory data instead of loading CIFAR-10:
+            a :class:`models.data.Dataset` or an ``(images uint8 [N,32,32,3], labels [N])``
+            pair (used by tests and benchmarks). Subset options are ignored for them.
+
+    Returns:
+        Summary dict: ``final_step``, ``epochs_completed``, ``interrupted`` (stopped by
+        ``max_steps``), ``final_test_acc``, ``best_test_acc``, ``best_step``,
+        ``train_images_per_s`` (steady-state, excluding compilation and evaluation),
+        ``wall_time_s``, ``checkpoints`` (steps) and ``workdir``.
+    """
+    import jax
+
+    from . import checkpoints as ckpt
+    from .nets import parse_arch
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    workdir = Path(workdir)
+    t_start = time.time()
+    parse_arch(cfg.arch)  # fail fast on an unknown architecture (ValueError naming the valid ones)
+    has_run = _existing_run(cfg, workdir)
+    s, state, n_params = _build(cfg, workdir, has_run, train_data, test_data)
+    steps_per_epoch, total_steps = s.steps_per_epoch, s.total_steps
+    p = _Progress(state=state, step=0)
     try:
         if has_run:
             _restore(s, p.state, p)
@@ -525,8 +537,8 @@ def train_and_evaluate(
                 "start",
                 arch=cfg.arch,
                 params=n_params,
-                n_train=n_train,
-                n_test=len(test_y),
+                n_train=len(s.train_y),
+                n_test=len(s.test_y),
                 steps_per_epoch=steps_per_epoch,
                 total_steps=total_steps,
                 backend=jax.default_backend(),
