@@ -168,3 +168,20 @@ def test_models_paths_is_a_deprecated_alias():
     with pytest.warns(DeprecationWarning, match="experiments.paths"), pytest.raises(SystemExit) as e:
         old.main(["--help"])
     assert e.value.code == 0
+
+
+def test_cpu_preset_reproduces_the_committed_report_configuration():
+    """The committed CPU report was made with these options: the preset must still give them (or the
+    report's numbers could no longer be reproduced, and its cached runs would not be reused)."""
+    root = Path(__file__).resolve().parents[2]
+    saved = json.loads((root / "docs" / "results" / "cpu" / "results.json").read_text())["options"]
+    cfg = xc.experiment_config("cpu")
+    assert list(cfg.archs) == list(saved["archs"]) and list(cfg.metrics) == list(saved["metrics"])
+    for k in ("probe_split", "probe_per_class", "probe_seed", "precision"):
+        assert getattr(cfg, k) == saved[k], k
+    training = saved.get("training", saved)  # older results.json files keep the training fields flat
+    want = {f.name for f in dataclasses.fields(cfg.training)} & set(training) - {"data_dir", "data_source"}
+    assert len(want) >= 12
+    got = cfg.training.to_dict()
+    for k in sorted(want):
+        assert got[k] == training[k], k
