@@ -391,16 +391,12 @@ def torch_threads(n: int | None = None):
         torch.set_num_threads(old)
 
 
-def geopath_or_none():
-    """Imports geopath, or returns None (with the reason printed) when it does not import yet."""
-    try:
-        import geopath  # noqa: PLC0415
+def import_geopath():
+    """Imports geopath. A broken geopath raises here: a benchmark must not report results without it."""
+    import geopath  # noqa: PLC0415
 
-        _ = geopath.pairwise_distances, geopath.AngularShape
-        return geopath
-    except Exception as e:  # noqa: BLE001
-        print(f"# geopath unavailable: {type(e).__name__}: {e}")
-        return None
+    _ = geopath.pairwise_distances, geopath.AngularShape
+    return geopath
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -567,11 +563,12 @@ def pair_list(L: int) -> list[tuple[int, int]]:
 
 def begin_run(args) -> tuple[dict[str, Any], CpuMonitor, Any]:
     """Machine block (printed unless ``--quiet``), waits for a quiet CPU (not for ``--smoke``), starts the
-    CPU monitor and imports geopath. Returns ``(machine_info, monitor, geopath_or_None)``."""
+    CPU monitor and imports geopath (an import failure raises). Returns ``(machine_info, monitor, geopath)``."""
     info = machine_info() if args.quiet else print_machine_info()
+    gp = import_geopath()
     if not args.smoke:
         wait_for_quiet_cpu()
-    return info, CpuMonitor().start(), geopath_or_none()
+    return info, CpuMonitor().start(), gp
 
 
 def finish_run(args, info: dict[str, Any], monitor: CpuMonitor, **results: Any) -> dict[str, Any]:

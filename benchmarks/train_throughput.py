@@ -67,12 +67,14 @@ def bench_jax(arch: str, batch_size: int, steps: int, warmup: int, repeats: int)
     from flax import nnx
 
     from models.capture import eval_view
+    from models.config import TrainConfig
     from models.data import normalize
     from models.nets import count_params
     from models.nets import create_model
-    from models.train import TrainConfig
-    from models.train import _make_steps
-    from models.train import make_optimizer
+    from models.train_state import LossSpec
+    from models.train_state import init_state
+    from models.train_state import make_optimizer
+    from models.train_state import train_step as jitted_train_step
 
     cfg = TrainConfig(arch=arch, batch_size=batch_size, epochs=1, progress=False)
     model = create_model(arch, rngs=nnx.Rngs(0))
@@ -81,14 +83,12 @@ def bench_jax(arch: str, batch_size: int, steps: int, warmup: int, repeats: int)
     graphdef_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.eval()
     tx, _ = make_optimizer(cfg, steps_per_epoch=100)
-    state = dict(
-        params=params,
-        batch_stats=stats,
-        opt=tx.init(params),
-        step=jnp.asarray(0, jnp.int32),
-        key=jax.random.key_data(jax.random.key(0)),
-    )
-    train_step, _ = _make_steps(graphdef_train, graphdef_eval, tx, cfg)
+    state = init_state(params, stats, tx, seed=0)
+    spec = LossSpec(cfg.num_classes, cfg.label_smoothing, cfg.augment)
+
+    def train_step(st, m, x, y):
+        return jitted_train_step(st, m, x, y, graphdef=graphdef_train, tx=tx, spec=spec)
+
     rng = np.random.default_rng(0)
     nb = 4  # a few distinct host batches, as in training
     xs = [rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8) for _ in range(nb)]

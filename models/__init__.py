@@ -57,8 +57,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "TrainConfig": ("train", "TrainConfig"),
-    "PRESETS": ("train", "PRESETS"),
+    "TrainConfig": ("config", "TrainConfig"),
+    "PRESETS": ("config", "PRESETS"),
     "train_and_evaluate": ("train", "train_and_evaluate"),
     "load_checkpoint": ("checkpoints", "load_checkpoint"),
     "list_checkpoints": ("checkpoints", "list_checkpoints"),

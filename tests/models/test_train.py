@@ -1,4 +1,4 @@
-"""Training, checkpoints and exact resumption (models.train / models.checkpoints)."""
+"""Training, checkpoints and exact resumption (models.config / train_state / train / cli / checkpoints)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from flax import nnx
 
 import models
 from models import checkpoints as ckpt
+from models import cli
+from models import config as C
 from models import train as T
+from models import train_state as TS
 
 ARCH = "resnet8_w0.25"
 
@@ -67,46 +70,72 @@ def assert_trees_equal(a, b):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_train_step_lowers_loss_on_fixed_batch():
-    cfg = tiny_config(augment=False, weight_decay=0.0, warmup_epochs=0.0, schedule="constant", lr=0.05)
+def _fresh_state(cfg):
     model = models.create_model(ARCH, rngs=nnx.Rngs(0))
     gd_eval, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.train()
     gd_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    tx, _ = T.make_optimizer(cfg, steps_per_epoch=10)
-    train_step, eval_step = T._make_steps(gd_train, gd_eval, tx, cfg)
-    state = dict(
-        params=params,
-        batch_stats=stats,
-        opt=tx.init(params),
-        step=jnp.asarray(0, jnp.int32),
-        key=jax.random.key_data(jax.random.key(0)),
-    )
+    tx, _ = TS.make_optimizer(cfg, steps_per_epoch=10)
+    spec = TS.LossSpec(10, float(cfg.label_smoothing), bool(cfg.augment))
+    return gd_train, gd_eval, tx, spec, TS.init_state(params, stats, tx, seed=0)
+
+
+def test_train_step_lowers_loss_on_fixed_batch():
+    cfg = tiny_config(augment=False, weight_decay=0.0, warmup_epochs=0.0, schedule="constant", lr=0.05)
+    gd_train, gd_eval, tx, spec, state = _fresh_state(cfg)
     x, y = synthetic(16, 5)
     losses = []
     for _ in range(4):
         metrics = jnp.zeros(3)
-        state, metrics = train_step(state, metrics, x, y)
+        state, metrics = TS.train_step(state, metrics, x, y, graphdef=gd_train, tx=tx, spec=spec)
         losses.append(float(metrics[0] / metrics[2]))
     assert losses[-1] < losses[0]
-    assert int(state["step"]) == 4
-    out = eval_step(state["params"], state["batch_stats"], x, y, np.ones(16, np.float32))
+    assert isinstance(state, TS.TrainState) and int(state.step) == 4
+    out = TS.eval_step(
+        state.params, state.batch_stats, x, y, np.ones(16, np.float32), graphdef=gd_eval, spec=spec
+    )
     assert float(out[2]) == 16.0
+
+
+def test_train_step_compiles_once_per_setting():
+    cfg = tiny_config(label_smoothing=0.1)
+    gd_train, _, tx, spec, state = _fresh_state(cfg)
+    x, y = synthetic(16, 6)
+    state, m = TS.train_step(state, jnp.zeros(3), x, y, graphdef=gd_train, tx=tx, spec=spec)
+    size = TS.train_step._cache_size()
+    # a fresh model of the same architecture has an equal graphdef: no new trace
+    gd2, _, _, _, state2 = _fresh_state(cfg)
+    for _ in range(2):
+        state2, m = TS.train_step(state2, jnp.zeros(3), x, y, graphdef=gd2, tx=tx, spec=spec)
+    assert TS.train_step._cache_size() == size
+
+
+def test_label_smoothing_changes_the_loss():
+    x, y = synthetic(16, 7)
+    losses = []
+    for smoothing in (0.0, 0.1):
+        cfg = tiny_config(augment=False, label_smoothing=smoothing)
+        _, gd_eval, _, spec, state = _fresh_state(cfg)
+        out = TS.eval_step(
+            state.params, state.batch_stats, x, y, np.ones(16, np.float32), graphdef=gd_eval, spec=spec
+        )
+        losses.append(float(out[0]))
+    assert abs(losses[0] - losses[1]) > 1e-6
 
 
 def test_schedules_and_weight_decay_modes():
     cfg = tiny_config(epochs=10, schedule="step", milestones=(0.5, 0.75), warmup_epochs=1.0, lr=0.1)
-    sched = T.make_schedule(cfg, steps_per_epoch=10)
+    sched = TS.make_schedule(cfg, steps_per_epoch=10)
     assert float(sched(0)) == 0.0 and abs(float(sched(10)) - 0.1) < 1e-7
     assert abs(float(sched(49)) - 0.1) < 1e-7 and abs(float(sched(51)) - 0.01) < 1e-8
     assert abs(float(sched(80)) - 0.001) < 1e-9
-    cos = T.make_schedule(tiny_config(epochs=10, schedule="cosine", warmup_epochs=0.0, lr=0.2), 10)
+    cos = TS.make_schedule(tiny_config(epochs=10, schedule="cosine", warmup_epochs=0.0, lr=0.2), 10)
     assert abs(float(cos(0)) - 0.2) < 1e-7 and float(cos(100)) < 1e-6
     # decoupled weight decay shrinks weights even with zero gradient, independent of momentum history
     params = {"w": jnp.ones((2, 2))}
     zero = {"w": jnp.zeros((2, 2))}
     for mode in ("l2", "decoupled"):
-        tx, _ = T.make_optimizer(
+        tx, _ = TS.make_optimizer(
             tiny_config(
                 weight_decay_mode=mode,
                 weight_decay=0.1,
@@ -141,7 +170,7 @@ def test_checkpoint_store_round_trip_is_bit_exact(tmp_path):
         lambda v: v + jax.random.normal(jax.random.key(1), v.shape, v.dtype), state["batch_stats"]
     )
     opt = {
-        "opt": T.make_optimizer(tiny_config(), 4)[0].init(state["params"]),
+        "opt": TS.make_optimizer(tiny_config(), 4)[0].init(state["params"]),
         "step": jnp.asarray(7, jnp.int32),
         "key": jax.random.key_data(jax.random.key(9)),
     }
@@ -203,17 +232,76 @@ def test_train_checkpoints_and_resume_exactly(tmp_path, data):
 
 def test_cli_help_and_presets(capsys):
     with pytest.raises(SystemExit) as exc:
-        T.main(["--help"])
+        cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "--preset" in out and "cpu-small" in out and "--resume" in out
-    parser = T._build_parser()
-    cfg = T.config_from_args(parser.parse_args(["--workdir", "x", "--preset", "paper"]))
+    parser = cli.build_parser()
+    cfg = cli.config_from_args(parser.parse_args(["--workdir", "x", "--preset", "paper"]))
     assert (
         cfg.arch == "resnet20" and cfg.epochs >= 160 and cfg.train_subset is None and cfg.schedule == "step"
     )
-    cfg = T.config_from_args(parser.parse_args(["--workdir", "x", "--preset", "cpu-small", "--epochs", "3"]))
-    assert cfg.epochs == 3 and cfg.train_subset == T.PRESETS["cpu-small"]["train_subset"]
+    cfg = cli.config_from_args(
+        parser.parse_args(["--workdir", "x", "--preset", "cpu-small", "--epochs", "3"])
+    )
+    assert cfg.epochs == 3 and cfg.train_subset == C.PRESETS["cpu-small"]["train_subset"]
+
+
+def test_cli_has_a_flag_for_every_config_field():
+    import dataclasses
+
+    parser = cli.build_parser()
+    dests = {a.dest for a in parser._actions}
+    for f in dataclasses.fields(C.TrainConfig):
+        assert f.name in dests, f.name
+        assert f.metadata.get("help"), f"{f.name} has no help text"
+    argv = [
+        "--workdir",
+        "x",
+        "--lr",
+        "0.3",
+        "--nesterov",
+        "false",
+        "--no-augment",
+        "--milestones",
+        "0.3",
+        "0.6",
+    ]
+    argv += ["--train-subset", "none", "--max-steps", "5", "--no-log-spaced-ckpts", "--shortcut", "B"]
+    argv += ["--model-kwargs", "head=flatten", "--eval-at-checkpoints", "--no-progress"]
+    cfg = cli.config_from_args(parser.parse_args(argv))
+    assert cfg.lr == 0.3 and cfg.nesterov is False and cfg.augment is False and cfg.milestones == (0.3, 0.6)
+    assert cfg.train_subset is None and cfg.max_steps == 5 and cfg.ckpt_log_spaced is False
+    assert cfg.model_kwargs == {"head": "flatten", "shortcut": "B"} and cfg.eval_at_checkpoints is True
+    assert cfg.progress is False and cfg.resume is False
+    # defaults come from the dataclass, not from the parser
+    assert cli.config_from_args(parser.parse_args(["--workdir", "x"])) == C.TrainConfig()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--workdir", "x", "--schedule", "linear"])
+
+
+def test_cli_resume_reads_the_saved_run(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config(max_steps=3, lr=0.07).to_dict()))
+    parser = cli.build_parser()
+    cfg = cli.config_from_args(parser.parse_args(["--workdir", str(tmp_path), "--resume"]))
+    assert cfg.lr == 0.07 and cfg.arch == ARCH and cfg.resume and cfg.max_steps is None and cfg.progress
+
+
+def test_presets_are_valid_configs():
+    from models.nets import parse_arch
+
+    for name, fields in C.PRESETS.items():
+        cfg = C.TrainConfig(**fields)
+        parse_arch(cfg.arch)
+        assert C.config_diff(cfg.to_dict(), cfg) == {}, name
+    cpu = C.TrainConfig(**C.PRESETS["cpu"])
+    assert cpu.train_subset is None and cpu.label_smoothing == 0.1 and cpu.nesterov and cpu.augment
+    assert cpu.weight_decay == 5e-4 and cpu.batch_size == 128 and cpu.warmup_epochs > 0
+    assert {C.PRESETS[n]["arch"] for n in ("cpu-resnet56", "cpu-resnet20_w2", "cpu-vgg11")} == {
+        "resnet56",
+        "resnet20_w2",
+        "vgg11",
+    }
 
 
 def test_bad_config_and_unknown_arch(tmp_path, data):
@@ -234,7 +322,7 @@ def test_missing_or_empty_data_folder(tmp_path, capsys):
     (empty / "test").mkdir()
     with pytest.raises((ValueError, FileNotFoundError)):
         T.train_and_evaluate(tiny_config(data_dir=str(empty), data_source="folder"), tmp_path / "run2")
-    rc = T.main(
+    rc = cli.main(
         [
             "--workdir",
             str(tmp_path / "run3"),

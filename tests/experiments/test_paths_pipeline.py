@@ -1,4 +1,4 @@
-"""End-to-end test of the experiment driver models/paths.py on a tiny model and synthetic data."""
+"""End-to-end test of the paths experiment (experiments/paths) on a tiny model and synthetic data."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("flax")
 
-from models import paths as mp  # noqa: E402
+import dataclasses  # noqa: E402
+
+from experiments.paths import __main__ as cli  # noqa: E402
+from experiments.paths import cache  # noqa: E402
+from experiments.paths import config as xc  # noqa: E402
+from experiments.paths import pipeline  # noqa: E402
 from models.data import Dataset  # noqa: E402
 
 
@@ -25,22 +30,20 @@ def _synthetic(per_class: int, seed: int) -> Dataset:
     return Dataset(np.clip(imgs, 0, 255).astype(np.uint8), labels, f"synthetic-{seed}")
 
 
-def _opts(tmp_path: Path, **kw) -> mp.Options:
-    fields = dict(mp.PRESETS["tiny"])
-    fields.update(
+def _opts(tmp_path: Path, training=None, **kw) -> xc.ExperimentConfig:
+    fields = dict(
         archs=("resnet8_w0.25",),
         metrics=("angular_shape", "angular_cka"),
-        preset="tiny",
         workdir=str(tmp_path / "runs"),
         out=str(tmp_path / "out"),
         progress=False,
-        epochs=1,
-        batch_size=50,
         probe_per_class=3,
         capture_batch_size=30,
     )
     fields.update(kw)
-    return mp.Options(**fields)
+    return xc.experiment_config(
+        "tiny", training=dict(dict(epochs=1, batch_size=50), **(training or {})), **fields
+    )
 
 
 def test_compact_representation_preserves_distances():
@@ -50,7 +53,7 @@ def test_compact_representation_preserves_distances():
 
     r = np.random.default_rng(0)
     x = r.standard_normal((12, 4, 4, 3)).astype(np.float32)  # p = 48 > n = 12
-    z = mp.compact_representation(x)
+    z = cache.compact_representation(x)
     assert z.shape[0] == 12 and z.shape[1] <= 12 and z.dtype == np.float32
     np.testing.assert_allclose(z @ z.T, x.reshape(12, -1) @ x.reshape(12, -1).T, rtol=1e-4, atol=1e-4)
     y = np.tanh(x.reshape(12, -1) @ r.standard_normal((48, 7)))
@@ -60,25 +63,44 @@ def test_compact_representation_preserves_distances():
             d_cmp = float(gp.distance(space, z.astype(np.float64), y))
             assert abs(d_raw - d_cmp) < 1e-5, space
     small = r.standard_normal((12, 5)).astype(np.float32)
-    np.testing.assert_array_equal(mp.compact_representation(small), small)
+    np.testing.assert_array_equal(cache.compact_representation(small), small)
 
 
 def test_select_steps_and_metrics():
-    assert mp._select_steps([0, 1, 2, 4, 8, 16, 32], None) == [0, 1, 2, 4, 8, 16, 32]
-    sel = mp._select_steps([0, 1, 2, 4, 8, 16, 32, 64, 128], 4)
+    assert pipeline.select_steps([0, 1, 2, 4, 8, 16, 32], None) == [0, 1, 2, 4, 8, 16, 32]
+    sel = pipeline.select_steps([0, 1, 2, 4, 8, 16, 32, 64, 128], 4)
     assert sel[0] == 0 and sel[-1] == 128 and len(sel) <= 4
-    assert mp.parse_metric("angular_shape_a0.5").units == "radians"
+    assert xc.parse_metric("angular_shape_a0.5").units == "radians"
     with pytest.raises(ValueError):
-        mp.parse_metric("nope")
+        xc.parse_metric("nope")
     with pytest.raises(SystemExit) as e:
-        mp.main(["--help"])
+        cli.main(["--help"])
     assert e.value.code == 0
+
+
+def test_cli_fills_the_training_config_from_the_preset_and_flags():
+    from models.config import PRESETS as TRAIN_PRESETS
+    from models.config import TrainConfig
+
+    cfg = cli.config_from_args(
+        ["--preset", "cpu", "--lr", "0.05", "--train-subset", "0", "--archs", "resnet8"]
+    )
+    assert cfg.archs == ("resnet8",) and cfg.preset == "cpu"
+    want = TrainConfig(**dict(TRAIN_PRESETS["paths-cpu"], lr=0.05, train_subset=None))
+    assert cfg.train_config("resnet14") == dataclasses.replace(want, arch="resnet14")
+    cfg = cli.config_from_args(["--preset", "paper", "--no-progress", "--label-smoothing", "0.1"])
+    t = cfg.train_config("vgg11")
+    assert (
+        t.epochs == TRAIN_PRESETS["paper"]["epochs"] and t.ckpt_every_epochs == 4 and t.label_smoothing == 0.1
+    )
+    assert t.progress is False and cfg.progress is False
+    assert cli.main(["--archs", "resnet9"]) == 2
 
 
 def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
     train, test, probe = _synthetic(10, 0), _synthetic(5, 1), _synthetic(5, 2)
     opts = _opts(tmp_path)
-    res = mp.run_pipeline(opts, train_data=train, test_data=test, probe_data=probe, log=lambda m: None)
+    res = pipeline.run_pipeline(opts, train_data=train, test_data=test, probe_data=probe, log=lambda m: None)
 
     out = Path(opts.out)
     saved = json.loads((out / "results.json").read_text())
@@ -114,8 +136,8 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
     import models.train
 
     monkeypatch.setattr(models.train, "train_and_evaluate", boom)
-    monkeypatch.setattr(mp, "_capture_checkpoint", boom)
-    res2 = mp.run_pipeline(
+    monkeypatch.setattr(cache, "capture_checkpoint", boom)
+    res2 = pipeline.run_pipeline(
         _opts(tmp_path, metrics=("angular_cka",)),
         train_data=train,
         test_data=test,
@@ -131,6 +153,35 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
 
     # A different training configuration in the same workdir is refused (not silently mixed).
     with pytest.raises(ValueError, match="different training configuration"):
-        mp.run_pipeline(
-            _opts(tmp_path, lr=0.01), train_data=train, test_data=test, probe_data=probe, log=lambda m: None
+        pipeline.run_pipeline(
+            _opts(tmp_path, training=dict(lr=0.01)),
+            train_data=train,
+            test_data=test,
+            probe_data=probe,
+            log=lambda m: None,
         )
+
+
+def test_models_paths_is_a_deprecated_alias():
+    from models import paths as old
+
+    with pytest.warns(DeprecationWarning, match="experiments.paths"), pytest.raises(SystemExit) as e:
+        old.main(["--help"])
+    assert e.value.code == 0
+
+
+def test_cpu_preset_reproduces_the_committed_report_configuration():
+    """The committed CPU report was made with these options: the preset must still give them (or the
+    report's numbers could no longer be reproduced, and its cached runs would not be reused)."""
+    root = Path(__file__).resolve().parents[2]
+    saved = json.loads((root / "docs" / "results" / "cpu" / "results.json").read_text())["options"]
+    cfg = xc.experiment_config("cpu")
+    assert list(cfg.archs) == list(saved["archs"]) and list(cfg.metrics) == list(saved["metrics"])
+    for k in ("probe_split", "probe_per_class", "probe_seed", "precision"):
+        assert getattr(cfg, k) == saved[k], k
+    training = saved.get("training", saved)  # older results.json files keep the training fields flat
+    want = {f.name for f in dataclasses.fields(cfg.training)} & set(training) - {"data_dir", "data_source"}
+    assert len(want) >= 12
+    got = cfg.training.to_dict()
+    for k in sorted(want):
+        assert got[k] == training[k], k

@@ -1,0 +1,1 @@
+"""Applications built on geopath and models: one package per experiment (``python -m experiments.<name>``)."""

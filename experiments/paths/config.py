@@ -1,0 +1,215 @@
+"""Options of the paths experiment: the metric registry, :class:`ExperimentConfig` and its presets.
+
+Training options are not repeated here: an :class:`ExperimentConfig` holds a
+:class:`models.config.TrainConfig` (``training``) that every network is trained with (its ``arch`` set
+per network), and each experiment preset names a training preset of :data:`models.config.PRESETS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any
+
+from models.config import PRESETS as TRAIN_PRESETS
+from models.config import TrainConfig
+
+__all__ = [
+    "NUM_CLASSES",
+    "METRICS",
+    "MetricSpec",
+    "parse_metric",
+    "PRESETS",
+    "ExperimentConfig",
+    "experiment_config",
+]
+
+NUM_CLASSES = 10
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    description: str
+    units: str
+    make: Callable[[], Any]
+
+
+def parse_metric(name: str) -> MetricSpec:
+    """``angular_shape`` (alpha=1), ``angular_shape_a0.5``, ``euclidean_shape[_aX]``, ``angular_cka``,
+    ``angular_cka_unbiased``, ``angular_cka_rbf``, ``stress``, ``affine`` -> a :class:`MetricSpec`."""
+    import geopath as gp
+
+    name = name.strip()
+    m = re.fullmatch(r"(angular|euclidean)_shape(?:_a(\d*\.?\d+))?", name)
+    if m:
+        alpha = 1.0 if m.group(2) is None else float(m.group(2))
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"metric {name!r}: alpha must lie in [0, 1]")
+        if m.group(1) == "angular":
+            return MetricSpec(
+                name,
+                f"angular shape metric (Williams et al. 2021), alpha={alpha:g}",
+                "radians",
+                lambda: gp.AngularShape(alpha=alpha),
+            )
+        return MetricSpec(
+            name,
+            f"Euclidean shape metric (Procrustes distance), alpha={alpha:g}",
+            "Frobenius units",
+            lambda: gp.EuclideanShape(alpha=alpha),
+        )
+    fixed = {
+        "angular_cka": ("angular CKA, arccos(linear CKA)", "radians", lambda: gp.AngularCKA()),
+        "angular_cka_unbiased": (
+            "angular CKA with the unbiased HSIC estimator",
+            "radians",
+            lambda: gp.AngularCKA(unbiased=True),
+        ),
+        "angular_cka_rbf": (
+            "angular CKA, RBF kernel (median heuristic)",
+            "radians",
+            lambda: gp.AngularCKA(kernel="rbf"),
+        ),
+        "stress": (
+            "stress: RMS difference of the pairwise-distance matrices",
+            "input-distance units",
+            lambda: gp.Stress(),
+        ),
+        "stress_normalized": (
+            "stress of RMS-normalised distance matrices",
+            "relative units",
+            lambda: gp.Stress(normalize=True),
+        ),
+        "affine": (
+            "affine-invariant Riemannian metric on centred Gram matrices (eps=1e-3)",
+            "dimensionless",
+            lambda: gp.AffineInvariant(eps=1e-3),
+        ),
+    }
+    if name in fixed:
+        desc, units, make = fixed[name]
+        return MetricSpec(name, desc, units, make)
+    raise ValueError(
+        f"unknown metric {name!r}; valid: angular_shape[_aALPHA], euclidean_shape[_aALPHA], "
+        f"{', '.join(sorted(fixed))}"
+    )
+
+
+METRICS = (
+    "angular_shape",
+    "angular_shape_a0.5",
+    "angular_shape_a0",
+    "euclidean_shape",
+    "angular_cka",
+    "angular_cka_unbiased",
+    "angular_cka_rbf",
+    "stress",
+    "stress_normalized",
+    "affine",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Experiment options and presets
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Everything the paths experiment needs; training options live in ``training`` (a TrainConfig)."""
+
+    archs: tuple[str, ...]
+    metrics: tuple[str, ...]
+    training: TrainConfig  # every network is trained with these options; its arch is set per network
+    workdir: str = "runs/paths"  # training runs (<workdir>/<arch>) and the representation cache
+    out: str = "results/paths"  # figures/, results.json, report.md
+    cache_dir: str | None = None  # default: <workdir>/rep_cache
+    reuse_only: bool = False  # do not train: only use checkpoints already in workdir
+    overwrite_runs: bool = False  # retrain from scratch when a run's config differs
+    # probe set and analysis
+    probe_split: str = "test"
+    probe_per_class: int = 30
+    probe_seed: int = 0
+    capture_batch_size: int = 250
+    max_checkpoints: int | None = None  # subsample the scheduled checkpoints (log-evenly), keep first/last
+    precision: str = "float64"
+    progress: bool = True
+    preset: str | None = None
+
+    def train_config(self, arch: str) -> TrainConfig:
+        """The training configuration of network ``arch``."""
+        return dataclasses.replace(self.training, arch=arch, progress=self.progress)
+
+    def validate(self) -> None:
+        from models.nets import parse_arch
+
+        if not self.archs:
+            raise ValueError("no architectures given")
+        if len(set(self.archs)) != len(self.archs):
+            raise ValueError(f"duplicate architectures in {self.archs}")
+        for a in self.archs:
+            parse_arch(a)
+        if not self.metrics:
+            raise ValueError("no metrics given")
+        for m in self.metrics:
+            parse_metric(m)
+        if self.precision not in ("float64", "float32"):
+            raise ValueError(f"precision must be float64 or float32, got {self.precision!r}")
+        if self.probe_per_class < 1:
+            raise ValueError("probe_per_class must be >= 1")
+        if self.max_checkpoints is not None and self.max_checkpoints < 2:
+            raise ValueError("max_checkpoints must be >= 2 (first and last)")
+
+
+# Experiment presets: the networks, the metrics, the probe set, and the name of the training preset in
+# models.config.PRESETS (plus overrides of it, if any).
+PRESETS: dict[str, dict[str, Any]] = {
+    # About 9 minutes on 2 CPU cores: 4 small networks, 4 epochs on 5k images each.
+    "cpu": dict(
+        archs=("resnet8", "resnet14", "resnet8_w2", "vgg11_w0.25"),
+        metrics=("angular_shape", "angular_cka"),
+        train_preset="paths-cpu",
+        probe_per_class=30,
+        precision="float64",
+    ),
+    # Paper scale (GPU): full CIFAR-10, the ResNet recipe of He et al. (2016) for every network.
+    "paper": dict(
+        archs=("resnet20", "resnet32", "resnet56", "resnet20_w2", "vgg11", "vgg16"),
+        metrics=("angular_shape", "angular_cka", "angular_shape_a0.5"),
+        train_preset="paper",
+        train_overrides=dict(ckpt_every_epochs=4, eval_at_checkpoints=False),
+        probe_per_class=100,
+        precision="float64",
+    ),
+    # Seconds: for tests and smoke runs.
+    "tiny": dict(
+        archs=("resnet8_w0.25",),
+        metrics=("angular_shape", "angular_cka"),
+        train_preset="tiny",
+        probe_per_class=4,
+        precision="float64",
+    ),
+}
+
+
+def experiment_config(
+    preset: str, *, training: dict[str, Any] | None = None, **options: Any
+) -> ExperimentConfig:
+    """The :class:`ExperimentConfig` of ``preset``, with ``training`` overriding TrainConfig fields and
+    ``options`` overriding experiment fields."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {sorted(PRESETS)}")
+    p = dict(PRESETS[preset])
+    train_fields = dict(
+        TRAIN_PRESETS[p.pop("train_preset")], **p.pop("train_overrides", {}), **(training or {})
+    )
+    p.update(options)
+    p.setdefault("preset", preset)
+    return ExperimentConfig(training=TrainConfig.from_dict(train_fields), **p)

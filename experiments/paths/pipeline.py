@@ -1,0 +1,399 @@
+"""The paths experiment, end to end: train (or reuse) every network, capture every layer of a fixed
+probe set at every checkpoint (cached), analyse the paths in every metric, write results and report.
+
+Following Lange et al., "Neural Networks as Paths through the Space of Representations"
+(arXiv:2206.10999): each layer's representation of the probe set is a point in a metric space of
+representations, a network is the path of its layers from the input to the logits, and the one-hot
+labels of the probe set are a target point in the same space. For every metric the pipeline analyses
+each network's path at every checkpoint (:func:`geopath.analyze_checkpoints`: length, straightness,
+turning angles, distance to target, progress along the input->target geodesic), compares the final
+paths of the networks (:func:`geopath.compare_paths`) and embeds them jointly with the target by
+classical MDS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.config import config_diff
+
+from . import cache
+from .config import NUM_CLASSES
+from .config import ExperimentConfig
+from .config import parse_metric
+from .report import make_figures
+from .report import write_report
+
+__all__ = ["ensure_run", "select_steps", "analyze_metric", "run_pipeline"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training (or reuse)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def ensure_run(
+    arch: str, opts: ExperimentConfig, *, train_data=None, test_data=None, log=print
+) -> dict[str, Any]:
+    """Trains ``arch`` in ``<workdir>/<arch>``, resumes an interrupted run, or reuses a finished one."""
+    from models import list_checkpoints
+    from models import train as train_lib
+
+    run_dir = Path(opts.workdir) / arch
+    cfg = opts.train_config(arch)
+    has_ckpts = (run_dir / "checkpoints").is_dir() and bool(list_checkpoints(run_dir))
+    if has_ckpts and (run_dir / "config.json").exists():
+        with open(run_dir / "config.json") as f:
+            diff = config_diff(json.load(f), cfg)
+        if diff:
+            if not opts.overwrite_runs:
+                raise ValueError(
+                    f"{run_dir} holds a run with a different training configuration ({diff}); "
+                    "use another --workdir, or --overwrite-runs to retrain"
+                )
+            if opts.reuse_only:
+                raise ValueError(f"{run_dir}: configuration differs and --no-train forbids retraining")
+            cfg = dataclasses.replace(cfg, overwrite=True)
+            has_ckpts = False
+        else:
+            summary_path = run_dir / "summary.json"
+            if summary_path.exists():
+                with open(summary_path) as f:
+                    summary = json.load(f)
+                if not summary.get("interrupted") and summary.get("final_step") == summary.get("total_steps"):
+                    log(f"[{arch}] reusing finished run in {run_dir}")
+                    return dict(summary, reused=True)
+            cfg = dataclasses.replace(cfg, resume=True)
+    if opts.reuse_only:
+        if has_ckpts:
+            log(f"[{arch}] --no-train: using the {len(list_checkpoints(run_dir))} checkpoints in {run_dir}")
+            return dict(workdir=str(run_dir), arch=arch, reused=True, final_test_acc=None)
+        raise FileNotFoundError(f"--no-train but {run_dir} holds no checkpoints")
+    log(f"[{arch}] {'resuming' if cfg.resume else 'training'} in {run_dir}")
+    summary = train_lib.train_and_evaluate(cfg, run_dir, train_data=train_data, test_data=test_data)
+    return dict(summary, reused=False)
+
+
+def select_steps(steps: Sequence[int], max_n: int | None) -> list[int]:
+    """All steps, or at most ``max_n`` of them spaced evenly in log(step + 1) (first and last kept)."""
+    steps = sorted(set(int(s) for s in steps))
+    if max_n is None or len(steps) <= max_n:
+        return steps
+    pos = np.log1p(np.asarray(steps, float))
+    targets = np.linspace(pos[0], pos[-1], max_n)
+    idx = sorted({int(np.argmin(np.abs(pos - t))) for t in targets} | {0, len(steps) - 1})
+    return [steps[i] for i in idx]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Analysis
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _dedupe_layers(names: Sequence[str], reps: Sequence[np.ndarray]) -> list[int]:
+    """Indices of layers to keep: drops a layer identical to the previous kept one (e.g. VGG pool5 vs
+    features on a 1x1 map); a repeated point has zero step length and an undefined turning angle."""
+    keep = [0]
+    for i in range(1, len(reps)):
+        prev = reps[keep[-1]]
+        if reps[i].shape == prev.shape and np.array_equal(reps[i], prev):
+            continue
+        keep.append(i)
+    return keep
+
+
+def _tolist(x) -> Any:
+    a = np.asarray(x)
+    if a.dtype.kind == "f":
+        a = a.astype(np.float64)
+        if a.ndim == 0:
+            v = float(a)
+            return v if math.isfinite(v) else None
+        return (
+            [(_tolist(v)) for v in a] if a.ndim > 1 else [float(v) if math.isfinite(v) else None for v in a]
+        )
+    return a.tolist()
+
+
+def _analysis_dict(a) -> dict[str, Any]:
+    return {f: _tolist(getattr(a, f)) for f in a._fields}
+
+
+def analyze_metric(
+    metric: str, runs: Mapping[str, Mapping[str, Any]], labels: np.ndarray, *, precision: str, progress: bool
+) -> dict[str, Any]:
+    """Path analysis of every network at every checkpoint, joint distances and comparisons, for one metric.
+
+    ``runs[arch]`` holds ``steps``, ``names``, ``keep`` (indices of the analysed layers) and ``reps``
+    (``{step: [compact [n, k] array per layer]}``); ``labels [n]`` are the probe labels (the target).
+    """
+    import jax
+    import jax.numpy as jnp
+    from tqdm.auto import tqdm
+
+    import geopath as gp
+
+    spec = parse_metric(metric)
+    space = spec.make()
+    dtype = np.float64 if precision == "float64" else np.float32
+    out: dict[str, Any] = dict(
+        name=metric, description=spec.description, units=spec.units, space=repr(space), per_arch={}, timing={}
+    )
+    final_points: dict[str, list] = {}
+    with jax.enable_x64(precision == "float64"):
+        t0 = time.time()
+        target = gp.target_point(space, jnp.asarray(labels, jnp.int32), num_classes=NUM_CLASSES)
+        bar = tqdm(total=len(runs), desc=f"paths [{metric}]", unit="net", disable=not progress, leave=False)
+        for arch, run in runs.items():
+            reps = [[np.asarray(run["reps"][step][i], dtype) for i in run["keep"]] for step in run["steps"]]
+            stacked = jax.device_get(gp.analyze_checkpoints(space, reps, target))
+            final = type(stacked)(*[f[-1] for f in stacked])
+            final_points[arch] = gp.points(space, reps[-1])
+            out["per_arch"][arch] = dict(
+                layers=[run["names"][i] for i in run["keep"]],
+                steps=list(run["steps"]),
+                final=_analysis_dict(final),
+                training=_analysis_dict(stacked),
+                _stacked=stacked,
+                _final=final,
+            )
+            bar.update(1)
+        bar.close()
+        out["timing"]["paths_s"] = time.time() - t0
+
+        # Joint distance matrix of all final paths and the target, MDS embedding, pairwise comparisons.
+        t0 = time.time()
+        labels_joint, pts_joint, bounds = [], [], []
+        for arch, pts in final_points.items():
+            labels_joint += [f"{arch}:{n}" for n in out["per_arch"][arch]["layers"]]
+            pts_joint += list(pts)
+            bounds.append(len(pts_joint))
+        labels_joint.append("target")
+        pts_joint.append(target)
+        D = np.asarray(gp.pairwise_distances(space, pts_joint, are_points=True), np.float64)
+        mds = gp.classical_mds(D, dim=2)
+        ev = np.asarray(mds.eigenvalues, np.float64)
+        pos = ev[ev > 0]
+        out["joint"] = dict(
+            labels=labels_joint,
+            boundaries=bounds[:-1] + [bounds[-1]],
+            distances=_tolist(D),
+            mds_coords=_tolist(mds.coords),
+            mds_stress=float(mds.stress),
+            mds_explained=float(ev[:2].clip(min=0).sum() / pos.sum()) if pos.size else None,
+        )
+        comps = {}
+        archs = list(final_points)
+        for i in range(len(archs)):
+            for j in range(i + 1, len(archs)):
+                c = gp.compare_paths(space, final_points[archs[i]], final_points[archs[j]])
+                comps[f"{archs[i]} vs {archs[j]}"] = dict(
+                    mean_aligned=float(c.mean_aligned),
+                    aligned=_tolist(c.aligned),
+                    depth=_tolist(c.depth),
+                    method="geodesic interpolation, linear in relative depth",
+                )
+        out["comparisons"] = comps
+        out["timing"]["joint_s"] = time.time() - t0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pipeline
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _load_probe(opts: ExperimentConfig, probe_data=None):
+    from models.data import load_cifar10
+    from models.data import probe_set
+
+    if probe_data is None:
+        t = opts.training
+        probe_data = load_cifar10(opts.probe_split, data_dir=t.data_dir, source=t.data_source)
+    return probe_set(probe_data, per_class=opts.probe_per_class, seed=opts.probe_seed), getattr(
+        probe_data, "source", "in-memory"
+    )
+
+
+def _capture_all(opts: ExperimentConfig, probe, cache_dir: Path, stats: dict[str, int]) -> dict[str, dict]:
+    """Representations of every analysed checkpoint of every network (from the cache when possible)."""
+    from tqdm.auto import tqdm
+
+    from models import list_checkpoints
+
+    labels = np.asarray(probe.labels)
+    plan = {}
+    for arch in opts.archs:
+        run_dir = Path(opts.workdir) / arch
+        steps = list_checkpoints(run_dir, scheduled_only=True) or list_checkpoints(run_dir)
+        plan[arch] = select_steps(steps, opts.max_checkpoints)
+    bar = tqdm(
+        total=sum(len(s) for s in plan.values()),
+        desc="representations",
+        unit="ckpt",
+        disable=not opts.progress,
+    )
+    runs: dict[str, dict[str, Any]] = {}
+    for arch in opts.archs:
+        run_dir = Path(opts.workdir) / arch
+        reps, names, meta, acc = {}, None, {}, []
+        for step in plan[arch]:
+            bar.set_postfix_str(f"{arch} step {step}")
+            r = cache.load_or_capture(cache_dir, run_dir, arch, step, probe, opts.capture_batch_size, stats)
+            if names is None:
+                names = r["names"]
+            elif r["names"] != names:
+                raise RuntimeError(f"{arch}: layer names differ between checkpoints")
+            reps[step] = r["reps"]
+            meta[step] = r["meta"]
+            acc.append(float(np.mean(np.argmax(r["logits"], axis=1) == labels)))
+            bar.update(1)
+        keep = _dedupe_layers(names, reps[plan[arch][-1]])
+        runs[arch] = dict(steps=plan[arch], names=names, reps=reps, keep=keep, meta=meta, probe_accuracy=acc)
+    bar.close()
+    return runs
+
+
+def run_pipeline(
+    opts: ExperimentConfig, *, train_data=None, test_data=None, probe_data=None, log=None
+) -> dict[str, Any]:
+    """Runs the whole experiment; returns the results dict (also written to ``<out>/results.json``).
+
+    ``train_data`` / ``test_data`` / ``probe_data`` (a :class:`models.data.Dataset` or anything with
+    ``images`` and ``labels``) replace the CIFAR-10 loads, e.g. in tests.
+    """
+    from tqdm.auto import tqdm
+
+    opts.validate()
+    if log is None:
+
+        def log(msg):
+            tqdm.write(msg) if opts.progress else print(msg, flush=True)
+
+    t_all = time.time()
+    timing: dict[str, float] = {}
+    out_dir = Path(opts.out)
+    cache_dir = Path(opts.cache_dir) if opts.cache_dir else Path(opts.workdir) / "rep_cache"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    probe, probe_source = _load_probe(opts, probe_data)
+    labels = np.asarray(probe.labels)
+    log(f"probe set: {len(labels)} images from {probe_source} (hash {probe.hash})")
+
+    t0 = time.time()
+    summaries = {
+        arch: ensure_run(arch, opts, train_data=train_data, test_data=test_data, log=log)
+        for arch in opts.archs
+    }
+    timing["training_s"] = time.time() - t0
+
+    t0 = time.time()
+    stats = {"captures": 0, "cache_hits": 0}
+    runs = _capture_all(opts, probe, cache_dir, stats)
+    timing["representations_s"] = time.time() - t0
+    log(f"representations: {stats['captures']} captured, {stats['cache_hits']} from cache ({cache_dir})")
+
+    metrics_res = {}
+    for metric in opts.metrics:
+        t0 = time.time()
+        metrics_res[metric] = analyze_metric(
+            metric, runs, labels, precision=opts.precision, progress=opts.progress
+        )
+        timing[f"analysis_{metric}_s"] = time.time() - t0
+
+    res = _results(opts, runs, summaries, metrics_res, probe, probe_source, train_data)
+    res["cache"] = dict(dir=str(cache_dir), **stats)
+
+    t0 = time.time()
+    figures = make_figures(res, out_dir / "figures")
+    timing["figures_s"] = time.time() - t0
+    timing["total_s"] = time.time() - t_all
+    res["timing"] = timing
+    res["figures"] = {k: [os.path.relpath(f, out_dir) for f in v] for k, v in figures.items()}
+    serialisable = _strip_private(res)
+    tmp = out_dir / ".results.json.tmp"
+    with open(tmp, "w") as f:
+        json.dump(serialisable, f, indent=1)
+    os.replace(tmp, out_dir / "results.json")
+    report = write_report(res, out_dir, figures)
+    log(
+        f"wrote {out_dir / 'results.json'}, {report} and {sum(len(v) for v in figures.values())} figure files"
+    )
+    return serialisable
+
+
+def _results(opts, runs, summaries, metrics_res, probe, probe_source, train_data) -> dict[str, Any]:
+    """The results dict (everything but cache, timing and figures)."""
+    t = opts.training
+    labels = np.asarray(probe.labels)
+    return dict(
+        created=_dt.datetime.now().isoformat(timespec="seconds"),
+        paper="Lange et al., Neural Networks as Paths through the Space of Representations, arXiv:2206.10999",
+        options=dataclasses.asdict(opts),
+        environment=dict(python=platform.python_version(), platform=platform.platform(), **_versions()),
+        data=dict(
+            train=(
+                f"in-memory data `{getattr(train_data, 'source', 'arrays')}`"
+                if train_data is not None
+                else f"CIFAR-10 ({t.data_source} source{', ' + str(t.data_dir) if t.data_dir else ''})"
+            ),
+            n_train=next(
+                (m.get("n_train") for r in runs.values() for m in r["meta"].values() if m.get("n_train")),
+                None,
+            ),
+        ),
+        probe=dict(
+            n=int(len(labels)),
+            hash=probe.hash,
+            source=f"`{probe_source}`",
+            indices=[int(i) for i in probe.indices],
+        ),
+        archs={
+            arch: dict(
+                layers=[runs[arch]["names"][i] for i in runs[arch]["keep"]],
+                all_layers=runs[arch]["names"],
+                dropped_layers=[n for i, n in enumerate(runs[arch]["names"]) if i not in runs[arch]["keep"]],
+                steps=runs[arch]["steps"],
+                probe_accuracy=runs[arch]["probe_accuracy"],
+                checkpoint_meta=[runs[arch]["meta"][s] for s in runs[arch]["steps"]],
+                final_test_acc=summaries[arch].get("final_test_acc"),
+                run=dict((k, v) for k, v in summaries[arch].items() if k != "checkpoints"),
+            )
+            for arch in opts.archs
+        },
+        metrics=metrics_res,
+    )
+
+
+def _strip_private(obj):
+    if isinstance(obj, dict):
+        return {
+            k: _strip_private(v) for k, v in obj.items() if not (isinstance(k, str) and k.startswith("_"))
+        }
+    if isinstance(obj, (list, tuple)):
+        return [_strip_private(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for mod in ("jax", "flax", "optax", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover
+            pass
+    return out

@@ -1,0 +1,258 @@
+"""Training configuration: the :class:`TrainConfig` dataclass and the one table of presets.
+
+Every training option is a field of :class:`TrainConfig`, with its help text in the field's
+metadata; the command line (:mod:`models.cli`) and the paths experiment (:mod:`experiments.paths`)
+are filled from these fields, not from copies of them. Which fields may change when a run is resumed
+(:data:`RESUME_MUTABLE`) and how a saved run is compared with a config (:func:`config_diff`,
+:func:`run_fingerprint`) also live here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "TrainConfig",
+    "PRESETS",
+    "RESUME_MUTABLE",
+    "config_diff",
+    "run_fingerprint",
+]
+
+# Config fields that may change between an interrupted run and its resumption: they change neither the
+# parameters nor the checkpoints that the run produces.
+RESUME_MUTABLE = frozenset(
+    {
+        "max_steps",
+        "progress",
+        "log_every",
+        "eval_batch_size",
+        "data_dir",
+        "data_source",
+        "resume",
+        "overwrite",
+    }
+)
+
+
+def _opt(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field with its CLI help (and optional ``choices`` / ``flags``) in the metadata."""
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(
+            default_factory=lambda: type(default)(default), metadata=dict(help=help, **metadata)
+        )
+    return dataclasses.field(default=default, metadata=dict(help=help, **metadata))
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """All settings of a training run (saved as ``workdir/config.json``)."""
+
+    # model
+    arch: str = _opt("resnet20", "architecture, e.g. resnet20, resnet56, resnet20_w2, vgg11, vgg16_w0.5")
+    num_classes: int = _opt(10, "number of classes")
+    width: float | None = _opt(None, "width multiplier (alternative to an _w suffix in arch)")
+    model_kwargs: dict[str, Any] = _opt(
+        {}, "extra model options as KEY=VALUE, e.g. shortcut=B or head=flatten"
+    )
+    # data
+    data_dir: str | None = _opt(
+        None, "CIFAR-10 class-folder root or TFDS data dir (default: $GEOPATH_CIFAR10_DIR / shared copy)"
+    )
+    data_source: str = _opt("auto", "where CIFAR-10 comes from", choices=("auto", "folder", "tfds"))
+    train_subset: int | None = _opt(
+        None, "total training images (class-balanced: first N/10 per class); none = all"
+    )
+    test_subset: int | None = _opt(None, "total test images used for evaluation (class-balanced); none = all")
+    augment: bool = _opt(True, "random crop (pad 4) + horizontal flip")
+    # optimisation
+    epochs: int = _opt(30, "training epochs")
+    batch_size: int = _opt(128, "training batch size")
+    lr: float = _opt(0.1, "peak learning rate")
+    momentum: float = _opt(0.9, "SGD momentum (0: none)")
+    nesterov: bool = _opt(True, "Nesterov momentum")
+    weight_decay: float = _opt(5e-4, "weight decay")
+    weight_decay_mode: str = _opt(
+        "l2",
+        "l2: coupled, added to the gradient (PyTorch SGD); decoupled: SGDW",
+        choices=("l2", "decoupled"),
+    )
+    decay_all_params: bool = _opt(True, "also decay BatchNorm scales/biases and linear biases")
+    schedule: str = _opt("cosine", "learning-rate schedule", choices=("cosine", "step", "constant"))
+    warmup_epochs: float = _opt(0.0, "linear warmup from 0, in epochs")
+    milestones: tuple[float, ...] = _opt((0.5, 0.75), "step schedule: fractions of the total steps")
+    lr_decay: float = _opt(0.1, "step schedule: factor at each milestone")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy targets")
+    seed: int = _opt(0, "seed of the initialisation, data order and augmentation")
+    # evaluation, logging, checkpoints
+    eval_every_epochs: int = _opt(1, "epochs between test-set evaluations")
+    eval_batch_size: int = _opt(500, "evaluation batch size")
+    eval_at_checkpoints: bool = _opt(False, "also evaluate at the mid-epoch (log-spaced) checkpoints")
+    log_every: int = _opt(50, "steps between host fetches of the running loss / accuracy")
+    ckpt_log_spaced: bool = _opt(
+        True, "checkpoints at steps 1, 2, 4, ... of epoch 1", flags=("--no-log-spaced-ckpts",)
+    )
+    ckpt_every_epochs: int = _opt(1, "epochs between scheduled checkpoints")
+    keep_best: bool = _opt(True, "keep the checkpoint with the best test accuracy")
+    max_steps: int | None = _opt(
+        None, "stop after this global step as if interrupted (a checkpoint is saved)"
+    )
+    resume: bool = _opt(False, "continue the run in the workdir")
+    overwrite: bool = _opt(False, "delete an existing run in the workdir first")
+    progress: bool = _opt(True, "progress bars")
+
+    def __post_init__(self) -> None:
+        self.milestones = tuple(float(m) for m in self.milestones)
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
+        if self.weight_decay_mode not in ("l2", "decoupled"):
+            raise ValueError(f"weight_decay_mode must be 'l2' or 'decoupled', got {self.weight_decay_mode!r}")
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "log_every",
+            "ckpt_every_epochs",
+            "eval_every_epochs",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("train_subset", "test_subset", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+        if self.train_subset is not None and self.train_subset < self.num_classes:
+            raise ValueError(f"train_subset must be at least num_classes={self.num_classes}")
+        if self.test_subset is not None and self.test_subset < self.num_classes:
+            raise ValueError(f"test_subset must be at least num_classes={self.num_classes}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not all(0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones must be increasing fractions in (0, 1), got {self.milestones}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s): {sorted(unknown)}")
+        return cls(**dict(d))
+
+
+def config_diff(saved: Mapping[str, Any], config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{field: (saved value, new value)}`` for every field outside :data:`RESUME_MUTABLE` that differs.
+
+    ``saved`` is a run's ``config.json``; an empty result means ``config`` may resume (or reuse) that run.
+    """
+    return {
+        k: (saved.get(k), v)
+        for k, v in config.to_dict().items()
+        if k not in RESUME_MUTABLE and saved.get(k) != v
+    }
+
+
+def run_fingerprint(saved: Mapping[str, Any]) -> str:
+    """12-hex-digit hash of a run's ``config.json`` without the :data:`RESUME_MUTABLE` fields: two runs
+    with the same fingerprint produce the same checkpoints."""
+    stable = {k: v for k, v in sorted(saved.items()) if k not in RESUME_MUTABLE}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# The fast CPU recipe (issue 10): full 50k training set, SGD + Nesterov momentum 0.9, cosine schedule
+# with a 1-epoch warmup, label smoothing 0.1, crop + flip, weight decay 5e-4, batch 128, 30 epochs.
+# Expected (not measured here): ResNet-20 about 91 % test accuracy; 30 epochs take minutes on a GPU and
+# many hours on 2 CPU cores.
+_CPU_RECIPE: dict[str, Any] = dict(
+    arch="resnet20",
+    train_subset=None,
+    test_subset=None,
+    epochs=30,
+    batch_size=128,
+    lr=0.1,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    weight_decay_mode="l2",
+    schedule="cosine",
+    warmup_epochs=1.0,
+    label_smoothing=0.1,
+    augment=True,
+    log_every=50,
+)
+
+# The one table of training presets (``python -m models.train --preset NAME``; the paths experiment
+# names one per experiment preset). Fields not given keep the TrainConfig defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": dict(_CPU_RECIPE),
+    # The same recipe on a deeper, a 2x-wider and a VGG network.
+    "cpu-resnet56": dict(_CPU_RECIPE, arch="resnet56"),
+    "cpu-resnet20_w2": dict(_CPU_RECIPE, arch="resnet20_w2"),
+    "cpu-vgg11": dict(_CPU_RECIPE, arch="vgg11"),
+    # A few minutes on a 2-core CPU; well above chance (see README / benchmarks).
+    "cpu-small": dict(
+        arch="resnet8",
+        train_subset=10000,
+        test_subset=2000,
+        epochs=8,
+        batch_size=128,
+        lr=0.1,
+        schedule="cosine",
+        warmup_epochs=0.5,
+        weight_decay=5e-4,
+        log_every=20,
+    ),
+    # Per-network training of the paths experiment's cpu preset (5k images, 4 epochs; arch set per network).
+    "paths-cpu": dict(
+        arch="resnet8",
+        train_subset=5000,
+        test_subset=1000,
+        epochs=4,
+        batch_size=128,
+        lr=0.1,
+        schedule="cosine",
+        warmup_epochs=0.5,
+        weight_decay=5e-4,
+    ),
+    # He et al. (2016) CIFAR-10 ResNet-20 recipe: 64k iterations of batch 128 (~164 epochs),
+    # lr 0.1 divided by 10 at 32k and 48k iterations, momentum 0.9, L2 weight decay 1e-4.
+    "paper": dict(
+        arch="resnet20",
+        train_subset=None,
+        test_subset=None,
+        epochs=164,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=1e-4,
+        weight_decay_mode="l2",
+        schedule="step",
+        milestones=(0.5, 0.75),
+        lr_decay=0.1,
+        warmup_epochs=0.0,
+        eval_at_checkpoints=True,
+        log_every=100,
+    ),
+    # Seconds: tests and smoke runs.
+    "tiny": dict(
+        arch="resnet8_w0.25",
+        train_subset=200,
+        test_subset=100,
+        epochs=1,
+        batch_size=50,
+        lr=0.05,
+        schedule="cosine",
+        warmup_epochs=0.0,
+        weight_decay=5e-4,
+    ),
+}

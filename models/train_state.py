@@ -1,0 +1,208 @@
+"""Training state, optimiser and the jitted train / eval steps (pure functions, no closures).
+
+The model is split once into a static ``graphdef`` and array state (``nnx.split``); the steps take the
+graphdef, the optax transformation and a :class:`LossSpec` as static (hashable) arguments, so
+``jax.jit`` compiles each step once per (architecture, optimiser, loss) and reuses it across runs of
+the same process. Module-level flags read while tracing (``models.nets.CONV_GRAD_BARRIER``) must be
+set before the first step is traced.
+
+Optimiser: SGD with momentum (PyTorch semantics: ``buf = m * buf + g``, Nesterov optional) and weight
+decay, either ``"l2"`` (coupled: ``wd * w`` is added to the gradient before momentum, exactly PyTorch's
+``SGD(weight_decay=)``, the default) or ``"decoupled"`` (SGDW: ``w -= lr * (momentum_update + wd * w)``,
+the decay bypasses the momentum buffer). Learning-rate schedule: ``cosine`` (to zero), ``step``
+(multiply by ``lr_decay`` at ``milestones``, given as fractions of training) or ``constant``, each
+with an optional linear warmup from 0 over ``warmup_epochs``. Cross-entropy loss, optional label
+smoothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from .config import TrainConfig
+from .data import augment as augment_images
+from .data import normalize
+
+__all__ = [
+    "TrainState",
+    "LossSpec",
+    "init_state",
+    "make_optimizer",
+    "make_schedule",
+    "train_step",
+    "eval_step",
+    "evaluate",
+]
+
+
+class TrainState(NamedTuple):
+    """Everything a training step reads and writes (a pytree; checkpointed whole)."""
+
+    params: Any  # nnx.State of the nnx.Param leaves
+    batch_stats: Any  # nnx.State of the BatchNorm running statistics
+    opt_state: Any  # optax state of the transformation
+    step: jax.Array  # int32 [], global step (the next step's augmentation key is fold_in(key, step))
+    key: jax.Array  # uint32 [2], raw key data of the augmentation key
+
+
+class LossSpec(NamedTuple):
+    """Static loss and input options of the steps."""
+
+    num_classes: int
+    label_smoothing: float = 0.0
+    augment: bool = True
+
+
+def make_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    """The learning rate as a function of the step (warmup, then cosine / step / constant)."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = min(warmup, max(total - 1, 0))
+    if cfg.schedule == "cosine":
+        main = optax.cosine_decay_schedule(cfg.lr, max(total - warmup, 1))
+    elif cfg.schedule == "step":
+        bounds = {int(round(m * total)) - warmup: cfg.lr_decay for m in cfg.milestones}
+        main = optax.piecewise_constant_schedule(cfg.lr, {b: f for b, f in bounds.items() if b > 0})
+    else:
+        main = optax.constant_schedule(cfg.lr)
+    if warmup <= 0:
+        return main
+    ramp = optax.linear_schedule(0.0, cfg.lr, warmup)
+    return optax.join_schedules([ramp, main], [warmup])
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> tuple[optax.GradientTransformation, Any]:
+    """``(tx, schedule)``: SGD + momentum (+ Nesterov) + weight decay ("l2" or "decoupled") + schedule."""
+    schedule = make_schedule(cfg, steps_per_epoch)
+    mask = None
+    if not cfg.decay_all_params:
+        mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731  (kernels only)
+    parts = []
+    if cfg.weight_decay_mode == "l2":
+        if cfg.weight_decay:
+            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask))
+        parts.append(optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
+    else:
+        if cfg.momentum:
+            parts.append(optax.trace(decay=cfg.momentum, nesterov=cfg.nesterov))
+        if cfg.weight_decay:
+            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask))
+        parts.append(optax.scale_by_learning_rate(schedule))
+    return optax.chain(*parts), schedule
+
+
+def init_state(params: Any, batch_stats: Any, tx: optax.GradientTransformation, *, seed: int) -> TrainState:
+    """The state at step 0; the augmentation key is derived from ``seed`` alone."""
+    key = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 0x5EED))
+    return TrainState(params, batch_stats, tx.init(params), jnp.asarray(0, jnp.int32), key)
+
+
+def _loss(logits: jax.Array, labels: jax.Array, spec: LossSpec) -> jax.Array:
+    """Per-example cross-entropy ``[B]`` of ``logits [B, C]`` against integer ``labels [B]``."""
+    if spec.label_smoothing:
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, spec.num_classes), spec.label_smoothing)
+        return optax.softmax_cross_entropy(logits, targets)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "spec"), donate_argnames=("state", "metrics"))
+def train_step(
+    state: TrainState,
+    metrics: jax.Array,
+    images: jax.Array,
+    labels: jax.Array,
+    *,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    spec: LossSpec,
+) -> tuple[TrainState, jax.Array]:
+    """One SGD step on a uint8 batch: augment + normalise on device, forward, backward, update.
+
+    Args:
+        state: the current :class:`TrainState` (donated).
+        metrics: float32 ``[3]`` running sums ``(loss * n, correct, n)`` (donated).
+        images: uint8 ``[B, 32, 32, 3]``; labels: int32 ``[B]``.
+        graphdef: the model's graph definition in train mode (``nnx.split(model, nnx.Param, nnx.BatchStat)``).
+        tx: the optax transformation; spec: loss and augmentation options.
+
+    Returns:
+        ``(new_state, metrics + this batch's sums)``.
+    """
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+    x = augment_images(key, images) if spec.augment else images
+    x = normalize(x)
+
+    def loss_fn(params_and_stats):
+        # Differentiating w.r.t. the BatchNorm statistics as well keeps NNX's
+        # Variables on one trace level; their (zero) gradients are dropped.
+        model = nnx.merge(graphdef, *params_and_stats)
+        logits = model(x)
+        loss = _loss(logits, labels, spec).mean()
+        return loss, (logits, nnx.state(model, nnx.BatchStat))
+
+    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (state.params, state.batch_stats)
+    )
+    updates, opt_state = tx.update(grads[0], state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    n = jnp.float32(labels.shape[0])
+    correct = jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    metrics = metrics + jnp.stack([loss * n, correct, n])
+    return TrainState(params, new_stats, opt_state, state.step + 1, state.key), metrics
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "spec"))
+def eval_step(
+    params: Any,
+    batch_stats: Any,
+    images: jax.Array,
+    labels: jax.Array,
+    valid: jax.Array,
+    *,
+    graphdef: nnx.GraphDef,
+    spec: LossSpec,
+) -> jax.Array:
+    """float32 ``[3]``: ``(sum of losses, correct, count)`` over the ``valid [B]`` (0/1) examples.
+
+    ``graphdef`` is the model's graph definition in eval mode (BatchNorm uses its running statistics).
+    """
+    model = nnx.merge(graphdef, params, batch_stats)
+    logits = model(normalize(images))
+    loss = _loss(logits, labels, spec)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return jnp.stack([jnp.sum(loss * valid), jnp.sum(correct * valid), jnp.sum(valid)])
+
+
+def evaluate(
+    params: Any,
+    batch_stats: Any,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    graphdef: nnx.GraphDef,
+    spec: LossSpec,
+    batch_size: int,
+) -> dict[str, float]:
+    """Test loss / accuracy over ``images [N, 32, 32, 3]`` in fixed-size (zero-padded) batches."""
+    n = len(labels)
+    bs = min(batch_size, n)
+    totals = []
+    for start in range(0, n, bs):
+        xb, yb = images[start : start + bs], labels[start : start + bs]
+        valid = np.ones(bs, np.float32)
+        if len(yb) < bs:
+            pad = bs - len(yb)
+            valid[len(yb) :] = 0
+            xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
+            yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
+        totals.append(eval_step(params, batch_stats, xb, yb, valid, graphdef=graphdef, spec=spec))
+    loss_sum, correct, count = np.sum(jax.device_get(totals), axis=0)
+    return {"test_loss": float(loss_sum / count), "test_acc": float(correct / count), "test_n": int(count)}
