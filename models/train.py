@@ -574,8 +574,10 @@ def train_and_evaluate(
     best_step = None
     resumed_eval: dict[str, Any] = {}
     if has_run:
-        resume_step = store.resolve("last")
-        restored = store.restore(resume_step, model_template=model_part(state), opt_template=opt_part(state))
+        # Newest checkpoint that verifies; damaged newer ones are moved aside and reported on stderr.
+        resume_step, restored, _ = store.restore_latest_valid(
+            model_template=model_part(state), opt_template=opt_part(state)
+        )
         state = dict(
             params=restored["model"]["params"],
             batch_stats=restored["model"]["batch_stats"],
