@@ -301,14 +301,15 @@ def _public_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _steps_on_disk(root: Path) -> list[int]:
-    """Steps with a finalised checkpoint folder (orbax renames a complete temporary folder to ``<step>``)."""
+    """Steps with a finalised checkpoint folder.
+
+    Orbax renames a complete temporary folder to ``<step>`` and deletions rename it away first,
+    so every ``<step>`` folder is a finished checkpoint; one that lost files since is listed too
+    (and refused when loaded) rather than silently dropped.
+    """
     if not root.is_dir():
         return []
-    steps = []
-    for entry in os.scandir(root):
-        if entry.is_dir() and entry.name.isdigit() and (Path(entry.path) / _META_ITEM).is_dir():
-            steps.append(int(entry.name))
-    return sorted(steps)
+    return sorted(int(e.name) for e in os.scandir(root) if e.name.isdigit() and e.is_dir())
 
 
 def read_index(workdir: str | os.PathLike) -> dict[str, Any]:

@@ -281,6 +281,13 @@ def test_unverifiable_and_mismatched_checkpoints(run_copy):
         store.close()
 
 
+def test_checkpoint_missing_its_metadata_is_listed_and_refused(run_copy):
+    shutil.rmtree(run_copy / ckpt.CKPT_DIR / "2" / "meta")
+    assert models.list_checkpoints(run_copy) == SCHEDULE  # not silently dropped
+    with pytest.raises(ckpt.CheckpointCorruptError, match="checkpoint step 2 is incomplete"):
+        models.load_checkpoint(run_copy, 2)
+
+
 def test_all_checkpoints_damaged(run_copy, data):
     for step in SCHEDULE:
         meta_file = run_copy / ckpt.CKPT_DIR / str(step) / "meta" / "metadata"
