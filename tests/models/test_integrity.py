@@ -281,6 +281,17 @@ def test_unverifiable_and_mismatched_checkpoints(run_copy):
         store.close()
 
 
+def test_resume_refuses_unverifiable_checkpoint_without_moving_it(run_copy, data):
+    """A checkpoint without checksums is not 'damaged': resume stops and says what to do."""
+    meta_file = run_copy / ckpt.CKPT_DIR / "8" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    del meta["integrity"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ckpt.UnverifiableCheckpointError, match="--overwrite"):
+        resume(run_copy, data)
+    assert models.list_checkpoints(run_copy) == SCHEDULE and not (run_copy / ckpt.REJECTED_DIR).exists()
+
+
 def test_checkpoint_missing_its_metadata_is_listed_and_refused(run_copy):
     shutil.rmtree(run_copy / ckpt.CKPT_DIR / "2" / "meta")
     assert models.list_checkpoints(run_copy) == SCHEDULE  # not silently dropped
