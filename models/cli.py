@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(e))
     try:
         summary = train_and_evaluate(cfg, args.workdir)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     acc = summary["final_test_acc"]

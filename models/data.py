@@ -44,6 +44,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .fileio import CorruptFileError
+
 if TYPE_CHECKING:  # pragma: no cover
     import jax
 
@@ -185,8 +187,8 @@ def load_cifar10(
             TFDS's own default, ``~/tensorflow_datasets``).
         source: ``"folder"``, ``"tfds"`` or ``"auto"``. ``"auto"`` uses the folder loader
             when ``data_dir`` looks like a class-folder tree (has ``<some split>/<class>/``
-            sub-folders), TFDS when ``data_dir`` is another existing directory, and raises
-            FileNotFoundError when ``data_dir`` does not exist. With ``data_dir=None`` it uses
+            sub-folders), TFDS when ``data_dir`` holds a ``cifar10/`` TFDS folder, and raises
+            FileNotFoundError when ``data_dir`` does not exist or is neither. With ``data_dir=None`` it uses
             the folder loader on :func:`default_data_dir` when that is set, else TFDS.
         cache_dir: Folder source only: where the decoded ``.npz`` cache lives (default
             :func:`default_cache_dir`); ``False`` disables caching. Ignored by TFDS.
@@ -202,6 +204,8 @@ def load_cifar10(
     Raises:
         FileNotFoundError: The folder root or split folder is missing, or no data
             directory is known for the folder source.
+        models.fileio.CorruptFileError: An image file is damaged or not an image (a
+            ``ValueError``; the message names the file).
         ValueError: Bad arguments; the split folder has no class folders, unknown or
             missing class folders, a class folder with no images, or an image that is
             not 32x32 RGB (the message names the file and its size).
@@ -225,8 +229,15 @@ def load_cifar10(
         if data_dir is not None:
             if _looks_like_class_tree(data_dir):
                 source = "folder"
-            elif os.path.isdir(data_dir):
+            elif os.path.isdir(os.path.join(data_dir, "cifar10")):
                 source = "tfds"
+            elif os.path.isdir(data_dir):  # an empty or unrelated folder: say so instead of trying TFDS
+                raise FileNotFoundError(
+                    f"data_dir {data_dir} holds neither a CIFAR-10 class-folder tree "
+                    f"({os.path.join(data_dir, 'train', '<class>', '*.jpg')}) nor a TFDS cifar10 build "
+                    f"({os.path.join(data_dir, 'cifar10')}); point it at one of those, or pass source='tfds' "
+                    "to let TFDS prepare it there"
+                )
             else:  # do not let a typo trigger a TFDS download into a new directory
                 raise FileNotFoundError(
                     f"data_dir {data_dir} does not exist (source='auto' needs an existing class-folder tree or "
@@ -324,13 +335,21 @@ def _decode_chunk(paths: Sequence[str]) -> np.ndarray:
 
     out = np.empty((len(paths), *IMAGE_SHAPE), dtype=np.uint8)
     for i, path in enumerate(paths):
-        with Image.open(path) as im:
-            if im.size != IMAGE_SHAPE[1::-1] or im.mode != "RGB":
-                w, h = im.size
-                raise ValueError(
-                    f"image {path} is {w}x{h} (width x height) mode {im.mode}; expected 32x32 RGB (32x32x3)"
-                )
-            arr = np.asarray(im)
+        arr = None
+        try:
+            with Image.open(path) as im:
+                (w, h), mode = im.size, im.mode
+                if (h, w, mode) == (*IMAGE_SHAPE[:2], "RGB"):
+                    arr = np.asarray(im)  # decodes: a truncated file fails here
+        except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for damaged / foreign files
+            raise CorruptFileError(
+                f"image {path} is damaged or not an image ({type(e).__name__}: {e}); "
+                "replace it with a good copy or delete it (the cache is rebuilt automatically)"
+            ) from e
+        if arr is None:
+            raise ValueError(
+                f"image {path} is {w}x{h} (width x height) mode {mode}; expected 32x32 RGB (32x32x3)"
+            )
         if arr.shape != IMAGE_SHAPE:  # defensive: PIL mode/shape disagreement
             raise ValueError(f"image {path} decoded to shape {arr.shape}; expected {IMAGE_SHAPE}")
         out[i] = arr

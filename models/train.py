@@ -56,6 +56,8 @@ import numpy as np
 from .config import PRESETS
 from .config import TrainConfig
 from .config import config_diff
+from .fileio import read_json
+from .fileio import write_json_atomic
 
 __all__ = [
     "TrainConfig",
@@ -147,8 +149,10 @@ def _existing_run(cfg: TrainConfig, workdir: Path) -> bool:
             f"{workdir} already holds a run; pass resume=True (--resume) or overwrite=True (--overwrite)"
         )
     if has_run:
-        with open(workdir / "config.json") as f:
-            diff = config_diff(json.load(f), cfg)
+        saved = read_json(
+            workdir / "config.json", what="run config", fix="restore it or rerun with --overwrite"
+        )
+        diff = config_diff(saved, cfg)
         if diff:
             raise ValueError(f"cannot resume {workdir}: config differs from the saved run in {diff}")
     return has_run
@@ -280,8 +284,10 @@ def _restore(s: _Setup, state, p: _Progress) -> None:
 
     from .train_state import TrainState
 
-    resume_step = s.store.resolve("last")
-    restored = s.store.restore(resume_step, model_template=_model_part(state), opt_template=_opt_part(state))
+    # The newest checkpoint that verifies; damaged newer ones are moved aside and reported on stderr.
+    resume_step, restored, _ = s.store.restore_latest_valid(
+        model_template=_model_part(state), opt_template=_opt_part(state)
+    )
     m, o = restored["model"], restored["opt"]
     p.state = jax.tree.map(
         jnp.asarray, TrainState(m["params"], m["batch_stats"], o["opt"], o["step"], o["key"])
@@ -450,8 +456,7 @@ def _build(cfg: TrainConfig, workdir: Path, has_run: bool, train_data: Any, test
     if not has_run and (workdir / "metrics.jsonl").exists():
         ckpt.remove_run(workdir)  # leftovers of a run of ours that never saved a checkpoint
     workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / "config.json", "w") as f:
-        json.dump(cfg.to_dict(), f, indent=1)
+    write_json_atomic(workdir / "config.json", cfg.to_dict())
 
     model_kwargs = _model_kwargs(cfg)
     model = create_model(cfg.arch, num_classes=cfg.num_classes, rngs=nnx.Rngs(cfg.seed), **model_kwargs)
@@ -573,8 +578,7 @@ def train_and_evaluate(
         checkpoints=ckpt.list_checkpoints(workdir),
     )
     s.log.write("end", **{k: v for k, v in summary.items() if k not in ("checkpoints", "workdir")})
-    with open(workdir / "summary.json", "w") as f:
-        json.dump(summary, f, indent=1)
+    write_json_atomic(workdir / "summary.json", summary)
     return summary
 
 

@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         run_pipeline(cfg)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

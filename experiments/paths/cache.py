@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from models.config import run_fingerprint
+from models.fileio import read_json
 
 __all__ = ["CACHE_FORMAT", "compact_representation", "capture_checkpoint", "load_or_capture"]
 
@@ -61,8 +62,7 @@ def _atomic_savez(path: Path, **arrays) -> None:
 
 def _run_id(run_dir: Path) -> str:
     """Hash of the run's training configuration (what determines its checkpoints)."""
-    with open(run_dir / "config.json") as f:
-        return run_fingerprint(json.load(f))
+    return run_fingerprint(read_json(run_dir / "config.json", what="run config"))
 
 
 def _cache_path(cache_dir: Path, arch: str, run_id: str, step: int, probe_hash: str) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import math
 import os
 import platform
@@ -28,6 +27,9 @@ from typing import Any
 import numpy as np
 
 from models.config import config_diff
+from models.fileio import ensure_writable_dir
+from models.fileio import read_json
+from models.fileio import write_json_atomic
 
 from . import cache
 from .config import NUM_CLASSES
@@ -55,8 +57,8 @@ def ensure_run(
     cfg = opts.train_config(arch)
     has_ckpts = (run_dir / "checkpoints").is_dir() and bool(list_checkpoints(run_dir))
     if has_ckpts and (run_dir / "config.json").exists():
-        with open(run_dir / "config.json") as f:
-            diff = config_diff(json.load(f), cfg)
+        saved = read_json(run_dir / "config.json", what="run config", fix="delete the run folder to retrain")
+        diff = config_diff(saved, cfg)
         if diff:
             if not opts.overwrite_runs:
                 raise ValueError(
@@ -70,8 +72,7 @@ def ensure_run(
         else:
             summary_path = run_dir / "summary.json"
             if summary_path.exists():
-                with open(summary_path) as f:
-                    summary = json.load(f)
+                summary = read_json(summary_path, what="run summary", fix="delete it to resume the run")
                 if not summary.get("interrupted") and summary.get("final_step") == summary.get("total_steps"):
                     log(f"[{arch}] reusing finished run in {run_dir}")
                     return dict(summary, reused=True)
@@ -286,7 +287,10 @@ def run_pipeline(
     timing: dict[str, float] = {}
     out_dir = Path(opts.out)
     cache_dir = Path(opts.cache_dir) if opts.cache_dir else Path(opts.workdir) / "rep_cache"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Every folder the run writes is checked before anything is trained (one clear error naming it).
+    ensure_writable_dir(out_dir, what="--out folder")
+    ensure_writable_dir(opts.workdir, what="--workdir")
+    ensure_writable_dir(cache_dir, what="representation cache folder")
 
     probe, probe_source = _load_probe(opts, probe_data)
     labels = np.asarray(probe.labels)
@@ -323,10 +327,7 @@ def run_pipeline(
     res["timing"] = timing
     res["figures"] = {k: [os.path.relpath(f, out_dir) for f in v] for k, v in figures.items()}
     serialisable = _strip_private(res)
-    tmp = out_dir / ".results.json.tmp"
-    with open(tmp, "w") as f:
-        json.dump(serialisable, f, indent=1)
-    os.replace(tmp, out_dir / "results.json")
+    write_json_atomic(out_dir / "results.json", serialisable)
     report = write_report(res, out_dir, figures)
     log(
         f"wrote {out_dir / 'results.json'}, {report} and {sum(len(v) for v in figures.values())} figure files"

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from models.fileio import write_text_atomic
+
 from .config import NUM_CLASSES
 
 __all__ = ["make_figures", "write_report"]
@@ -208,5 +210,5 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
         "",
     ]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path

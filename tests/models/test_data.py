@@ -303,6 +303,48 @@ def test_error_grayscale_image(fake_cifar10_tree, write_jpeg):
     assert str(bad) in str(e.value)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_error_damaged_image_names_the_file(fake_cifar10_tree, damage):
+    """A damaged JPEG is one clear error naming the file (was: OSError 'Truncated File Read', no name)."""
+    from models.fileio import CorruptFileError
+
+    bad = fake_cifar10_tree / "train" / "cat" / "0002.jpg"
+    data = bad.read_bytes()
+    bad.write_bytes(
+        {"truncated": data[: len(data) // 3], "garbage": b"not a jpeg" * 40, "empty": b""}[damage]
+    )
+    with pytest.raises(CorruptFileError, match="damaged or not an image") as e:
+        D.load_cifar10("train", data_dir=fake_cifar10_tree, source="folder", cache_dir=False)
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    assert isinstance(e.value, ValueError)  # CLIs print ValueErrors as one line
+
+
+def test_error_damaged_image_in_pool_worker(fake_cifar10_tree, monkeypatch):
+    """The error survives the spawn process pool (pickled back from a worker) with the file name."""
+    from models.fileio import CorruptFileError
+
+    bad = fake_cifar10_tree / "test" / "ship" / "0001.jpg"
+    bad.write_bytes(bad.read_bytes()[:100])
+    monkeypatch.setattr(D, "_POOL_MIN_FILES", 1)
+    monkeypatch.setattr(D, "_CHUNK_FILES", 10)
+    monkeypatch.setenv("GEOPATH_DECODE_WORKERS", "2")
+    with pytest.raises(CorruptFileError, match=str(bad)):
+        D.load_cifar10("test", data_dir=fake_cifar10_tree, source="folder", cache_dir=False)
+
+
+@pytest.mark.parametrize("content", ["empty", "unrelated"])
+def test_error_auto_folder_that_is_neither_tree_nor_tfds(tmp_path, content):
+    """An empty or unrelated --data-dir says what it should hold (was: ImportError traceback from TFDS)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    if content == "unrelated":
+        (root / "photos").mkdir()
+        (root / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="neither a CIFAR-10 class-folder tree") as e:
+        D.load_cifar10("train", data_dir=root)
+    assert str(root) in str(e.value)
+
+
 def test_error_bad_arguments(fake_cifar10_tree, monkeypatch):
     with pytest.raises(ValueError, match="source"):
         D.load_cifar10("train", data_dir=fake_cifar10_tree, source="kaggle")
@@ -321,7 +363,7 @@ def test_error_bad_arguments(fake_cifar10_tree, monkeypatch):
 
 def test_tfds_mock_data_without_tensorflow(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    (tmp_path / "tfds").mkdir()
+    (tmp_path / "tfds" / "cifar10").mkdir(parents=True)  # what source='auto' recognises as TFDS
     with tfds.testing.mock_data(num_examples=37):
         ds = D.load_cifar10("train", source="tfds", data_dir=tmp_path / "tfds")
         limited = D.load_cifar10("test", source="tfds", data_dir=tmp_path / "tfds", limit_per_class=2)
