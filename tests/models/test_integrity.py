@@ -30,6 +30,7 @@ from models.fileio import UserFacingError
 from models.fileio import ensure_writable_dir
 from models.fileio import read_json
 from models.fileio import write_json_atomic
+from models.train_state import make_optimizer
 
 _REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(
@@ -226,7 +227,7 @@ def test_damaged_last_checkpoint_resume_falls_back(run_copy, data, reference, ca
         try:
             model = models.create_model(tiny_config().arch, rngs=nnx.Rngs(0))
             state = ckpt.model_state_of(model)
-            opt = T.make_optimizer(tiny_config(), 4)[0].init(state["params"])
+            opt = make_optimizer(tiny_config(), 4)[0].init(state["params"])
             store.restore(
                 8,
                 model_template=state,
