@@ -20,6 +20,7 @@ Usage::
     flock /tmp/geopath-cpu.lock python benchmarks/train_throughput.py
     python benchmarks/train_throughput.py --smoke        # tiny CI run (seconds)
     python benchmarks/train_throughput.py --xla-flags="--xla_cpu_use_onednn=true"
+    python benchmarks/train_throughput.py --conv-impl barrier xla   # one JAX row per conv_impl
 
 PyTorch is optional: without it the JAX numbers are printed and the comparison is
 skipped with a message.
@@ -60,7 +61,9 @@ def _time_rounds(run_round, repeats: int) -> tuple[float, float]:
 # ------------------------------------------------------------------------------------------------
 
 
-def bench_jax(arch: str, batch_size: int, steps: int, warmup: int, repeats: int) -> dict:
+def bench_jax(
+    arch: str, batch_size: int, steps: int, warmup: int, repeats: int, conv_impl: str = "auto"
+) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -77,7 +80,7 @@ def bench_jax(arch: str, batch_size: int, steps: int, warmup: int, repeats: int)
     from models.train_state import train_step as jitted_train_step
 
     cfg = TrainConfig(arch=arch, batch_size=batch_size, epochs=1, progress=False)
-    model = create_model(arch, rngs=nnx.Rngs(0))
+    model = create_model(arch, rngs=nnx.Rngs(0), conv_impl=conv_impl)
     graphdef_eval, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.train()
     graphdef_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
@@ -111,7 +114,7 @@ def bench_jax(arch: str, batch_size: int, steps: int, warmup: int, repeats: int)
     train_ips = batch_size * steps / wall
 
     # (the training state above was donated; use a fresh model for inference)
-    gd, st_eval = nnx.split(eval_view(create_model(arch, rngs=nnx.Rngs(0))))
+    gd, st_eval = nnx.split(eval_view(create_model(arch, rngs=nnx.Rngs(0), conv_impl=conv_impl)))
 
     @jax.jit
     def forward(state, x):
@@ -301,9 +304,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--xla-flags", default=None, help="extra XLA_FLAGS for this run (set before JAX starts)")
     p.add_argument(
-        "--no-conv-barrier",
-        action="store_true",
-        help="disable the XLA:CPU weight-gradient fusion barrier in models.nets (for comparison)",
+        "--conv-impl",
+        nargs="+",
+        default=["auto"],
+        help="models.nets conv_impl option(s) for the JAX rows, e.g. 'barrier xla' (one row each)",
     )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument(
@@ -319,10 +323,10 @@ def main(argv=None) -> int:
     import flax
     import jax
 
-    import models.nets
+    from models.nets import check_conv_impl
 
-    if args.no_conv_barrier:
-        models.nets.CONV_GRAD_BARRIER = False
+    for impl in args.conv_impl:
+        check_conv_impl(impl)
     cores = usable_cores()
     try:
         import torch
@@ -335,6 +339,7 @@ def main(argv=None) -> int:
     if args.no_torch:
         torch = None
 
+    print(f"load    : {os.getloadavg()} (1, 5, 15 min) at start")
     print(f"machine : {cpu_model()}, {cores} usable cores ({platform.machine()}, {platform.system()})")
     print(
         f"versions: python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
@@ -343,7 +348,7 @@ def main(argv=None) -> int:
     print(
         f"settings: batch {args.batch_size}, {args.steps} steps x {args.repeats} rounds (median), "
         f"{args.warmup} warm-up steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(none)'}; "
-        f"conv grad barrier {'off' if args.no_conv_barrier else models.nets.CONV_GRAD_BARRIER}; "
+        f"conv_impl {' '.join(args.conv_impl)}; "
         f"torch threads {torch.get_num_threads() if torch else '-'}"
     )
     if torch is None and not args.no_torch:
@@ -355,7 +360,11 @@ def main(argv=None) -> int:
 
     results = {}
     for arch in args.archs:
-        r = {"jax": bench_jax(arch, args.batch_size, args.steps, args.warmup, args.repeats)}
+        r = {
+            f"jax:{impl}": bench_jax(arch, args.batch_size, args.steps, args.warmup, args.repeats, impl)
+            for impl in args.conv_impl
+        }
+        r["jax"] = max((r[f"jax:{impl}"] for impl in args.conv_impl), key=lambda v: v["train_ips"])
         if torch is not None:
             r["torch_nchw"] = bench_torch(arch, args.batch_size, args.steps, args.warmup, args.repeats, False)
             r["torch_cl"] = bench_torch(arch, args.batch_size, args.steps, args.warmup, args.repeats, True)
@@ -369,7 +378,7 @@ def main(argv=None) -> int:
     print("-" * len(head))
     for arch, r in results.items():
         for name, label in (
-            ("jax", "JAX/Flax NNX"),
+            *((f"jax:{impl}", f"JAX/Flax NNX {impl}") for impl in args.conv_impl),
             ("torch_nchw", "PyTorch NCHW"),
             ("torch_cl", "PyTorch channels_last"),
         ):
@@ -388,6 +397,7 @@ def main(argv=None) -> int:
             print(
                 f"{arch:<14}{'':>10}  {'JAX / best PyTorch':<22}{r['ratio_train']:>12.2f}{r['ratio_forward']:>11.2f}"
             )
+    print(f"load    : {os.getloadavg()} (1, 5, 15 min) at end")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(

@@ -46,6 +46,14 @@ logits. Under ``jax.jit`` the unused intermediates cost nothing. Layer names:
   features), ``logits``.
 
 ``input`` is the (normalised, float) array the network receives.
+
+Convolution gradients
+---------------------
+``conv_impl=`` of the constructors / :func:`create_model` chooses how the
+convolutions are differentiated: ``"barrier"`` (XLA's gradient with a fusion
+barrier before the weight gradient, faster on XLA:CPU), ``"xla"`` (plain
+autodiff) or ``"auto"`` (default: ``"barrier"`` on the CPU backend, else
+``"xla"``). All give the same numbers to float32 rounding.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 __all__ = [
+    "CONV_IMPLS",
     "ResNet",
     "VGG",
     "BasicBlock",
@@ -69,6 +78,7 @@ __all__ = [
     "create_model",
     "layer_names",
     "parse_arch",
+    "conv2d",
     "count_params",
 ]
 
@@ -115,8 +125,12 @@ def _scaled(channels: int, mult: float) -> int:
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
-# Gradient fusion barrier for convolutions (see ``conv2d``): "auto" = on for the CPU backend only.
-CONV_GRAD_BARRIER: str | bool = "auto"
+# How a convolution is differentiated (``conv_impl=`` of the model constructors, see ``conv2d``).
+CONV_IMPLS = ("auto", "barrier", "xla")
+
+# Inert: nothing reads it any more (use ``conv_impl=``). It stays only because models/train.py still
+# puts it in its step-cache key; delete both together.
+CONV_GRAD_BARRIER = None
 
 
 def _plain_conv(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
@@ -146,13 +160,14 @@ def _barrier_conv_bwd(stride, pad, res, g):
     # XLA computes dW as a convolution in which batch and channels swap roles, so
     # x and g are transposed NHWC -> CHWN first. XLA:CPU fuses the producers of x
     # and g (BatchNorm/ReLU forward and backward elementwise math) into those
-    # transposes, and the fused transposes vectorise very badly (~40% of a
-    # ResNet-20 train step). A conditional is an op XLA:CPU never fuses through
-    # (optimization_barrier is removed before fusion), so passing x and g through
-    # one makes them plain buffers and the transposes plain copies. The branches
-    # give exactly the same dW ((-x)(-g) = xg, bitwise); they differ only so
-    # that XLA cannot merge them, and the data-dependent predicate (true unless
-    # w[0,0,0,0] is NaN) keeps the conditional from being constant-folded.
+    # transposes, and the fused transposes vectorise very badly. A conditional is
+    # an op XLA:CPU never fuses through (optimization_barrier is removed before
+    # fusion), so passing x and g through one makes them plain buffers and the
+    # transposes plain copies. The branches give exactly the same dW
+    # ((-x)(-g) = xg, bitwise); they differ only so that XLA cannot merge them,
+    # and the data-dependent predicate (true unless w[0,0,0,0] is NaN) keeps the
+    # conditional from being constant-folded. Measured in
+    # benchmarks/bench_conv.py --step (results.md, "Training throughput").
     w0 = w[(0,) * w.ndim]
     xb, gb = jax.lax.cond(w0 == w0, lambda a, b: (a, b), lambda a, b: (-a, -b), x, g)
     dw = _weight_grad(xb, gb, w.shape, stride, pad)
@@ -160,12 +175,6 @@ def _barrier_conv_bwd(stride, pad, res, g):
 
 
 _barrier_conv.defvjp(_barrier_conv_fwd, _barrier_conv_bwd)
-
-
-def _use_barrier() -> bool:
-    if CONV_GRAD_BARRIER == "auto":
-        return jax.default_backend() == "cpu"
-    return bool(CONV_GRAD_BARRIER)
 
 
 def _im2col_conv(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
@@ -189,22 +198,61 @@ def _im2col_conv(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array
     return (patches @ w.reshape(k * k * cin, cout)).reshape(n, ho, wo, cout)
 
 
-def conv2d(x: jax.Array, w: jax.Array, stride: int = 1, pad: int = 1) -> jax.Array:
-    """NHWC x HWIO convolution with symmetric zero padding ``pad`` (same forward as lax)."""
+def check_conv_impl(impl: str) -> str:
+    """Returns ``impl`` if it is one of :data:`CONV_IMPLS`, else raises ``ValueError``."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+    return impl
+
+
+def conv2d(x: jax.Array, w: jax.Array, *, stride: int = 1, padding: int = 1, impl: str = "auto") -> jax.Array:
+    """NHWC x HWIO convolution with symmetric zero padding; the forward equals ``lax.conv_general_dilated``.
+
+    Args:
+      x: ``[N, H, W, C_in]`` input.
+      w: ``[k, k, C_in, C_out]`` kernel.
+      stride: the same stride along both spatial axes.
+      padding: zeros added on every side of both spatial axes (PyTorch ``padding=``).
+      impl: how the convolution is differentiated; all give the same numbers to float32 rounding.
+        ``"barrier"``: XLA's gradient convolutions, with a fusion barrier in front of the
+        weight gradient (faster on XLA:CPU, see ``_barrier_conv_bwd``); ``"xla"``: plain
+        autodiff of ``lax.conv_general_dilated``; ``"auto"`` (default): ``"barrier"`` when JAX's
+        default backend is the CPU, else ``"xla"``.
+
+    Returns:
+      ``[N, H_out, W_out, C_out]`` with ``H_out = (H + 2 * padding - k) // stride + 1`` (same for W).
+    """
+    check_conv_impl(impl)
+    if x.ndim != 4 or w.ndim != 4 or x.shape[-1] != w.shape[2]:
+        raise ValueError(
+            f"conv2d needs x [N, H, W, C_in] and w [k, k, C_in, C_out], got x {x.shape} and w {w.shape}"
+        )
     k = w.shape[0]
     if k > 1 and (x.shape[1] < k or x.shape[2] < k):
         # Feature maps smaller than the kernel (VGG's 2x2 maps): XLA:CPU rewrites such
         # convolutions into a form that runs ~100x slower than this matmul.
-        return _im2col_conv(x, w, stride, pad)
-    if _use_barrier():
-        return _barrier_conv(x, w, stride, pad)
-    return _plain_conv(x, w, stride, pad)
+        return _im2col_conv(x, w, stride, padding)
+    if impl == "auto":
+        impl = "barrier" if jax.default_backend() == "cpu" else "xla"
+    if impl == "barrier":
+        return _barrier_conv(x, w, stride, padding)
+    return _plain_conv(x, w, stride, padding)
 
 
 class Conv(nnx.Module):
     """Bias-free square convolution (NHWC, kernel HWIO in ``kernel``), padding ``(k - 1) // 2``."""
 
-    def __init__(self, cin: int, cout: int, *, kernel: int = 3, stride: int = 1, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        *,
+        kernel: int = 3,
+        stride: int = 1,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        self.impl = check_conv_impl(impl)
         self.in_features = cin
         self.out_features = cout
         self.kernel_size = kernel
@@ -213,11 +261,11 @@ class Conv(nnx.Module):
         self.kernel = nnx.Param(_conv_init(rngs.params(), (kernel, kernel, cin, cout), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return conv2d(x, self.kernel[...], self.stride, self.padding)
+        return conv2d(x, self.kernel[...], stride=self.stride, padding=self.padding, impl=self.impl)
 
 
-def _conv(cin: int, cout: int, *, stride: int = 1, kernel: int = 3, rngs: nnx.Rngs) -> Conv:
-    return Conv(cin, cout, kernel=kernel, stride=stride, rngs=rngs)
+def _conv(cin: int, cout: int, *, stride: int = 1, kernel: int = 3, impl: str, rngs: nnx.Rngs) -> Conv:
+    return Conv(cin, cout, kernel=kernel, stride=stride, impl=impl, rngs=rngs)
 
 
 def _bn(channels: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -233,18 +281,20 @@ def _bn(channels: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
 class BasicBlock(nnx.Module):
     """Two 3x3 conv-BN layers with a residual connection; ReLU after the sum."""
 
-    def __init__(self, cin: int, cout: int, *, stride: int, shortcut: str, rngs: nnx.Rngs):
+    def __init__(
+        self, cin: int, cout: int, *, stride: int, shortcut: str, conv_impl: str = "auto", rngs: nnx.Rngs
+    ):
         self.stride = stride
         self.cin = cin
         self.cout = cout
         self.shortcut_kind = shortcut
-        self.conv1 = _conv(cin, cout, stride=stride, rngs=rngs)
+        self.conv1 = _conv(cin, cout, stride=stride, impl=conv_impl, rngs=rngs)
         self.bn1 = _bn(cout, rngs=rngs)
-        self.conv2 = _conv(cout, cout, rngs=rngs)
+        self.conv2 = _conv(cout, cout, impl=conv_impl, rngs=rngs)
         self.bn2 = _bn(cout, rngs=rngs)
         self.needs_projection = stride != 1 or cin != cout
         if self.needs_projection and shortcut == "B":
-            self.proj_conv = _conv(cin, cout, stride=stride, kernel=1, rngs=rngs)
+            self.proj_conv = _conv(cin, cout, stride=stride, kernel=1, impl=conv_impl, rngs=rngs)
             self.proj_bn = _bn(cout, rngs=rngs)
         else:
             self.proj_conv = None
@@ -282,26 +332,30 @@ class ResNet(nnx.Module):
         base_width: int = 16,
         shortcut: str = "A",
         in_channels: int = 3,
+        conv_impl: str = "auto",
         rngs: nnx.Rngs,
     ):
         if depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (zero-pad) or 'B' (1x1 projection), got {shortcut!r}")
+        self.conv_impl = check_conv_impl(conv_impl)
         self.depth = depth
         self.blocks_per_stage = (depth - 2) // 6
         self.num_classes = num_classes
         self.width = float(width)
         widths = [_scaled(base_width * 2**s, width) for s in range(3)]
         self.stage_widths = tuple(widths)
-        self.stem_conv = _conv(in_channels, widths[0], rngs=rngs)
+        self.stem_conv = _conv(in_channels, widths[0], impl=conv_impl, rngs=rngs)
         self.stem_bn = _bn(widths[0], rngs=rngs)
         blocks = []
         cin = widths[0]
         for s, cout in enumerate(widths):
             for b in range(self.blocks_per_stage):
                 stride = 2 if (s > 0 and b == 0) else 1
-                blocks.append(BasicBlock(cin, cout, stride=stride, shortcut=shortcut, rngs=rngs))
+                blocks.append(
+                    BasicBlock(cin, cout, stride=stride, shortcut=shortcut, conv_impl=conv_impl, rngs=rngs)
+                )
                 cin = cout
         self.blocks = nnx.List(blocks)
         self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
@@ -341,12 +395,14 @@ class VGG(nnx.Module):
         head: str = "avg",
         in_channels: int = 3,
         input_size: int = 32,
+        conv_impl: str = "auto",
         rngs: nnx.Rngs,
     ):
         if depth not in VGG_CONFIGS:
             raise ValueError(f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {depth}")
         if head not in ("avg", "flatten"):
             raise ValueError(f"head must be 'avg' or 'flatten', got {head!r}")
+        self.conv_impl = check_conv_impl(conv_impl)
         self.depth = depth
         self.num_classes = num_classes
         self.width = float(width)
@@ -365,7 +421,7 @@ class VGG(nnx.Module):
                 size //= 2
             else:
                 cout = _scaled(item, width)
-                convs.append(_conv(cin, cout, rngs=rngs))
+                convs.append(_conv(cin, cout, impl=conv_impl, rngs=rngs))
                 bns.append(_bn(cout, rngs=rngs))
                 nconv += 1
                 names.append(f"conv{nconv}")
@@ -447,7 +503,9 @@ def create_model(
 
     ``width`` (keyword) and a ``_w{mult}`` name suffix are alternatives; giving
     both with different values is an error. Extra keywords go to the class
-    (``shortcut=`` for ResNets, ``head=`` for VGGs, ``base_width=``...).
+    (``shortcut=`` for ResNets, ``head=`` for VGGs, ``base_width=``, ``conv_impl=``...).
+    ``conv_impl`` (one of :data:`CONV_IMPLS`, default ``"auto"``) chooses how the
+    convolutions are differentiated (see :func:`conv2d`); it changes speed, not numbers.
     """
     family, depth, name_width = parse_arch(arch)
     if width is not None and name_width is not None and float(width) != name_width:
