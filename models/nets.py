@@ -128,10 +128,6 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 # How a convolution is differentiated (``conv_impl=`` of the model constructors, see ``conv2d``).
 CONV_IMPLS = ("auto", "barrier", "xla")
 
-# Inert: nothing reads it any more (use ``conv_impl=``). It stays only because models/train.py still
-# puts it in its step-cache key; delete both together.
-CONV_GRAD_BARRIER = None
-
 
 def _plain_conv(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
     return jax.lax.conv_general_dilated(
