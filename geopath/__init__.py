@@ -50,8 +50,11 @@ from geopath._src.ops import project
 from geopath._src.ops import stack_points
 from geopath._src.ops import step_lengths
 from geopath._src.ops import subdivide
+from geopath._src.pairwise import PairBlock
+from geopath._src.pairwise import PairwisePlan
 from geopath._src.pairwise import cross_distances
 from geopath._src.pairwise import pairwise_distances
+from geopath._src.pairwise import pairwise_plan
 from geopath._src.pairwise import points
 from geopath._src.paths import PathAnalysis
 from geopath._src.paths import PathComparison
@@ -59,6 +62,7 @@ from geopath._src.paths import analyze_checkpoints
 from geopath._src.paths import analyze_path
 from geopath._src.paths import compare_paths
 from geopath._src.paths import target_point
+from geopath._src.sharding import device_mesh
 from geopath._src.spaces import AffineInvariant
 from geopath._src.spaces import AngularCKA
 from geopath._src.spaces import AngularShape
@@ -76,6 +80,8 @@ __all__ = (
     "EuclideanShape",
     "FrechetMean",
     "MDSResult",
+    "PairBlock",
+    "PairwisePlan",
     "PathAnalysis",
     "PathComparison",
     "Procrustes",
@@ -90,6 +96,7 @@ __all__ = (
     "classical_mds",
     "compare_paths",
     "cross_distances",
+    "device_mesh",
     "distance",
     "frechet_mean",
     "matrix_function",
@@ -97,6 +104,7 @@ __all__ = (
     "nuclear_norm",
     "orthogonal_procrustes",
     "pairwise_distances",
+    "pairwise_plan",
     "path_length",
     "points",
     "polar_factor",
