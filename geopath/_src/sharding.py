@@ -40,8 +40,8 @@ def device_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def default_mesh() -> Mesh:
-    """The mesh used when ``mesh=None``: JAX's default device alone."""
-    return _one_device_mesh(jax.devices()[0])
+    """The mesh used when ``mesh=None``: this process's first device alone."""
+    return _one_device_mesh(jax.local_devices()[0])
 
 
 @functools.cache
@@ -74,12 +74,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def place(x, target: NamedSharding):
+    """``x`` (the same whole value on every process) laid out as ``target``; tracers are left to ``jit``.
+
+    One process: ``jax.device_put``. Several processes (``jax.distributed``): every process builds its own
+    devices' shards from its copy (``jax.make_array_from_callback``), since the CPU backend cannot transfer
+    arrays between hosts.
+    """
+    if isinstance(x, jax.core.Tracer):
+        return x
+    if target.is_fully_addressable:
+        return jax.device_put(x, target)
+    x = jnp.asarray(x)
+    return jax.make_array_from_callback(x.shape, target, lambda idx: x[idx])
+
+
 def replicate(tree, mesh: Mesh):
     """``tree`` placed whole on every device of ``mesh`` (tracers are left to the enclosing ``jit``)."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    if any(isinstance(x, jax.core.Tracer) for x in leaves):
-        return tree
-    return jax.device_put(tree, replicated(mesh))
+    return jax.tree_util.tree_map(lambda x: place(x, replicated(mesh)), tree)
 
 
 def padded_length(n: int, mesh: Mesh) -> int:
@@ -105,8 +117,7 @@ def map_leading(fn: Callable, mesh, x, *rest):
     tp = padded_length(t, mesh)
     if tp != t:
         x = jnp.concatenate([x, jnp.repeat(x[-1:], tp - t, axis=0)])
-    if not isinstance(x, jax.core.Tracer):
-        x = jax.device_put(x, NamedSharding(mesh, batch_spec(mesh)))
+    x = place(x, NamedSharding(mesh, batch_spec(mesh)))
     rest = replicate(rest, mesh)
     out = _map_leading_jit(fn, mesh, x, rest)
     return jax.tree_util.tree_map(lambda a: a[:t], out)

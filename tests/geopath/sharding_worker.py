@@ -14,6 +14,13 @@ import sys
 import jax
 
 jax.config.update("jax_enable_x64", True)
+if len(sys.argv) > 1 and sys.argv[1].startswith("--distributed="):
+    # Several processes on this machine, as on several hosts: gloo collectives on the CPU backend.
+    _pid, _nproc, _port = (int(v) for v in sys.argv[1].split("=")[1].split(","))
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=f"localhost:{_port}", num_processes=_nproc, process_id=_pid
+    )
 
 import numpy as np  # noqa: E402
 
@@ -42,7 +49,9 @@ def run_case(case: str, space, mesh):
         # 7 layers, 3 width buckets: blocks of 1, 2, 3, 6 ... pairs, none a multiple of 8 or 3.
         out = gp.pairwise_distances(space, layers(0, (3, 4, 7, 8, 9, 16, 5)), mesh=mesh, chunk_size=2)
     elif case == "cross":
-        out = gp.cross_distances(space, layers(1, (3, 8, 16)), layers(2, (4, 9, 7, 5)), mesh=mesh)
+        # From points (computed once, on the default device): only the pair phase differs between meshes.
+        xs, ys = (gp.points(space, layers(seed, w)) for seed, w in ((1, (3, 8, 16)), (2, (4, 9, 7, 5))))
+        out = gp.cross_distances(space, xs, ys, are_points=True, mesh=mesh)
     elif case == "checkpoints":
         reps = [layers(10 + t, (3, 5, 8, 4)) for t in range(5)]  # T = 5 checkpoints
         target = gp.target_point(space, np.arange(N) % 3, num_classes=3)
@@ -53,7 +62,7 @@ def run_case(case: str, space, mesh):
 
 
 def main(jobs: list[str]) -> None:
-    res = {"device_count": jax.device_count(), "results": []}
+    res = {"device_count": jax.device_count(), "process_count": jax.process_count(), "results": []}
     for job in jobs:
         case, spaces, devices = job.split(":")
         run_job(res, case, spaces, devices)
@@ -65,7 +74,7 @@ def run_job(res: dict, case: str, spaces: str, devices: str) -> None:
         space = SPACES[name]()
         ref, _ = run_case(case, space, None)
         for d in (int(v) for v in devices.split(",")):
-            mesh = gp.device_mesh(jax.devices()[:d])
+            mesh = gp.device_mesh(jax.devices()[:d])  # all processes' devices when d = jax.device_count()
             got, raw = run_case(case, space, mesh)
             diffs = jax.tree_util.tree_map(lambda a, b: float(np.max(np.abs(a - b), initial=0.0)), got, ref)
             shapes_ok = jax.tree_util.tree_all(
@@ -90,4 +99,4 @@ def run_job(res: dict, case: str, spaces: str, devices: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main([a for a in sys.argv[1:] if not a.startswith("--")])
