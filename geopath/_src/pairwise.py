@@ -29,6 +29,9 @@ from geopath._src.spaces import Space
 
 # Memory budget for one vmapped chunk of pairs on one device (bytes); chunks run one after another.
 _CHUNK_BYTES = 1 << 29
+# Work budget for one chunk (estimated FLOPs): bounds the work wasted on padding in a block's last chunk
+# (well under the time of one compile on a CPU core).
+_CHUNK_FLOPS = 1e8
 
 
 class PairBlock(NamedTuple):
@@ -109,15 +112,17 @@ def _pair_block(space: Space, prep_p, prep_q, i: Array, j: Array, *, mesh: Mesh)
     )
 
 
-@functools.partial(jax.jit, static_argnames=("size", "dtype", "mesh"))
-def _assemble(ds: tuple[Array, ...], pos: Array, *, size: int, dtype, mesh: Mesh) -> Array:
-    """One scatter of every block's distances into a flat ``[size]`` output (slots at ``pos >= size`` dropped).
+@functools.partial(jax.jit, static_argnames=("shape", "dtype", "mesh"))
+def _assemble(ds: tuple[Array, ...], pos: Array, *, shape: tuple[int, int], dtype, mesh: Mesh) -> Array:
+    """One scatter of every block's distances into the ``shape`` output, replicated on ``mesh``.
 
-    ``pos: [S, total]`` holds ``S`` target positions per distance slot (2 for a symmetric matrix).
+    ``pos: [S, total]`` holds ``S`` flat target positions per distance slot (2 for a symmetric matrix);
+    slots at ``pos >= rows * cols`` (padding) are dropped.
     """
+    size = shape[0] * shape[1]
     vals = jnp.concatenate([d.reshape(-1).astype(dtype) for d in ds])
     vals = jnp.tile(vals, pos.shape[0])
-    out = jnp.zeros((size,), dtype).at[pos.reshape(-1)].set(vals, mode="drop")
+    out = jnp.zeros((size,), dtype).at[pos.reshape(-1)].set(vals, mode="drop").reshape(shape)
     return jax.lax.with_sharding_constraint(out, sharding.replicated(mesh))
 
 
@@ -192,12 +197,16 @@ def _block_pairs(members_p, members_q, *, same: bool, split: int | None):
 
 
 def _chunk(shape_p, shape_q, itemsize: int, per_device: int, chunk_size: int | None) -> int:
+    """Pairs per vectorised step: ``chunk_size``, else a power of two: the pairs of one device rounded up
+    (so small blocks of similar size share compiled code), capped by :data:`_CHUNK_BYTES` of memory and
+    :data:`_CHUNK_FLOPS` of estimated work (which bounds the work a block's last, padded chunk can waste)."""
     if chunk_size is not None:
-        c = int(chunk_size)
-    else:
-        per_pair = 4 * itemsize * (int(np.prod(shape_p)) + int(np.prod(shape_q)) + shape_p[-1] * shape_q[-1])
-        c = 1 << max(0, (_CHUNK_BYTES // max(per_pair, 1)).bit_length() - 1)  # largest power of two in budget
-    return max(1, min(c, _pow2(per_device)))
+        return int(chunk_size)
+    kp, kq = shape_p[-1], shape_q[-1]
+    per_pair = 4 * itemsize * (int(np.prod(shape_p)) + int(np.prod(shape_q)) + kp * kq)
+    flops = 2.0 * int(np.prod(shape_p)) * kq + 10.0 * min(kp, kq) ** 3  # a^T b, then an SVD/eigh of it
+    c = max(1, min(_CHUNK_BYTES // max(per_pair, 1), int(_CHUNK_FLOPS // flops)))
+    return min(1 << (c.bit_length() - 1), _pow2(per_device))
 
 
 def _plan(space, shapes, itemsize, *, split, chunk_size, bucket_ratio, devices):
@@ -329,10 +338,8 @@ def _run(space, pts, *, split, chunk_size, bucket_ratio, mesh):
         pos.append(np.stack([fwd, np.where(pad, rows * cols, c * cols + r)]) if split is None else fwd[None])
     if not ds:
         return jnp.zeros((rows, cols), dtype)
-    flat = _assemble(
-        tuple(ds), np.concatenate(pos, axis=1).astype(np.int32), size=rows * cols, dtype=dtype, mesh=mesh
-    )
-    return flat.reshape(rows, cols)
+    pos = np.concatenate(pos, axis=1).astype(np.int32)
+    return _assemble(tuple(ds), pos, shape=(rows, cols), dtype=dtype, mesh=mesh)
 
 
 def pairwise_distances(
