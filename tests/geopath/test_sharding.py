@@ -156,3 +156,17 @@ def test_checkpoints_on_a_mesh_equal_default(rng):
     for f in a._fields:
         np.testing.assert_allclose(to_np(getattr(b, f)), to_np(getattr(a, f)), rtol=1e-12, atol=1e-14)
         assert getattr(b, f).shape == getattr(a, f).shape
+
+
+@pytest.mark.slow
+def test_bench_sharding_smoke():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_sharding", "--smoke", "--quiet", "--devices", "1,3,8"],
+        cwd=ROOT,
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "| 6x24 | 8 " in proc.stdout and "overhead, not speed-up" in proc.stdout
