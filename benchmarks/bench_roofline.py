@@ -7,7 +7,7 @@ pairwise.py), counted from the shapes of this run:
   Gram route (``p > n``): ``X X^T`` = ``2 n^2 p``; ``eigh`` with eigenvectors = ``14/3 n^3`` (assumed:
   tridiagonalisation 4/3 n^3 + divide-and-conquer ~4/3 n^3 + back-transformation 2 n^3); forming
   ``W sqrt(L) W^T`` = ``2 n^3``.
-* pairs, per pair in a bucket pair with padded widths ``(kp, kq)``: cross-covariance ``a^T b`` =
+* pairs, per pair in a bucket pair with padded widths ``(kp, kq)`` (buckets from the public ``gp.pairwise_plan``): cross-covariance ``a^T b`` =
   ``2 n kp kq``; singular values only (``gesdd``, Golub-Kahan bidiagonalisation) of the ``m x q`` product
   (``m >= q``) = ``4 m q^2 - 4/3 q^3``.
 
@@ -43,18 +43,15 @@ def gram_route_flops(n: int, p: int) -> dict[str, float]:
     return {"gemm": 2.0 * n * n * p + 2.0 * n**3, "lapack": EIGH_C * n**3}
 
 
-def replicate_buckets(widths: list[int], ratio: float = 1.25) -> list[tuple[list[int], int]]:
-    """geopath's bucketing rule (pairwise._buckets): sorted widths grouped while widest <= ratio * narrowest."""
-    order = sorted(range(len(widths)), key=lambda i: widths[i])
-    out, cur = [], []
-    for i in order:
-        if cur and widths[i] > ratio * widths[cur[0]]:
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
-    return [(g, max(widths[i] for i in g)) for g in out]
+def plan_buckets(n: int, point_widths: list[int], ratio: float = 1.25) -> list[tuple[tuple[int, ...], int]]:
+    """geopath's own bucketing of points ``[n, k]`` (public ``gp.pairwise_plan``): ``[(members, padded k)]``."""
+    import jax  # noqa: PLC0415
+
+    import geopath as gp  # noqa: PLC0415
+
+    shapes = [jax.ShapeDtypeStruct((n, int(k)), np.float32) for k in point_widths]
+    plan = gp.pairwise_plan(gp.AngularShape(alpha=1.0), shapes, bucket_ratio=ratio)
+    return [(members, shape[1]) for members, shape in zip(plan.buckets, plan.shapes)]
 
 
 def flop_model(n: int, raw_widths: list[int], point_widths: list[int]) -> dict[str, float]:
@@ -64,7 +61,7 @@ def flop_model(n: int, raw_widths: list[int], point_widths: list[int]) -> dict[s
             f = gram_route_flops(n, p)
             pts_gemm += f["gemm"]
             pts_lapack += f["lapack"]
-    buckets = replicate_buckets(point_widths)
+    buckets = plan_buckets(n, point_widths)
     pad_gemm = pad_lapack = 0.0
     for bi in range(len(buckets)):
         for bj in range(bi, len(buckets)):
@@ -250,29 +247,16 @@ def main(argv=None) -> dict:
                 )
                 kw = [int(q.shape[1]) for q in pts]
                 fm = flop_model(n, widths, kw)
-                # XLA's count for the pair programs (dots only) -- cross-check of the GEMM part of the model.
-                xla_flops = None
-                try:
-                    from geopath._src import pairwise as _pw  # noqa: PLC0415
-
-                    groups = _pw._prepare_all(space, pts, 1.25)  # noqa: SLF001
-                    xla_flops = 0.0
-                    for gi, gj, ii, jj in _pw.block_pairs(groups):
-                        chunk = _pw._chunk_size(groups[gi][1], groups[gj][1], dt.itemsize, len(ii), None)  # noqa: SLF001
-                        lowered = _pw._pair_block.lower(
-                            space,
-                            groups[gi][3],
-                            groups[gj][3],
-                            jnp.asarray(ii),  # noqa: SLF001
-                            jnp.asarray(jj),
-                            chunk=chunk,
-                        )
-                        ca = lowered.compile().cost_analysis()
-                        ca = ca[0] if isinstance(ca, (list, tuple)) else ca
-                        xla_flops += float(ca.get("flops", 0.0))
-                    del groups
-                except Exception as e:  # noqa: BLE001 - private API may change; the cross-check is optional
-                    print(f"# XLA cost analysis unavailable: {type(e).__name__}: {e}")
+                # XLA's count for the pair programs (dots only) -- cross-check of the GEMM part of the model:
+                # one pair kernel per block, lowered through public API only, times the block's real pairs.
+                xla_flops = 0.0
+                plan = gp.pairwise_plan(space, pts)
+                kernel = jax.jit(space.prepared_distance)
+                for blk in plan.blocks:
+                    sp, sq = (jax.ShapeDtypeStruct(plan.shapes[b], dt) for b in (blk.p, blk.q))
+                    ca = kernel.lower(sp, sq).compile().cost_analysis()
+                    ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+                    xla_flops += blk.pairs * float(ca.get("flops", 0.0))
                 del pts
                 total = fm["points_gemm"] + fm["points_lapack"] + fm["pairs_gemm"] + fm["pairs_lapack"]
                 useful = (

@@ -50,8 +50,11 @@ from geopath._src.ops import project
 from geopath._src.ops import stack_points
 from geopath._src.ops import step_lengths
 from geopath._src.ops import subdivide
+from geopath._src.pairwise import PairBlock
+from geopath._src.pairwise import PairwisePlan
 from geopath._src.pairwise import cross_distances
 from geopath._src.pairwise import pairwise_distances
+from geopath._src.pairwise import pairwise_plan
 from geopath._src.pairwise import points
 from geopath._src.paths import PathAnalysis
 from geopath._src.paths import PathComparison
@@ -62,6 +65,7 @@ from geopath._src.paths import target_point
 from geopath._src.pga import PrincipalGeodesics
 from geopath._src.pga import principal_geodesics
 from geopath._src.regularize import path_penalty
+from geopath._src.sharding import device_mesh
 from geopath._src.spaces import AffineInvariant
 from geopath._src.spaces import AngularCKA
 from geopath._src.spaces import AngularShape
@@ -80,6 +84,8 @@ __all__ = (
     "EuclideanShape",
     "FrechetMean",
     "MDSResult",
+    "PairBlock",
+    "PairwisePlan",
     "PathAnalysis",
     "PathComparison",
     "PreShape",
@@ -96,6 +102,7 @@ __all__ = (
     "classical_mds",
     "compare_paths",
     "cross_distances",
+    "device_mesh",
     "distance",
     "frechet_mean",
     "matrix_function",
@@ -103,6 +110,7 @@ __all__ = (
     "nuclear_norm",
     "orthogonal_procrustes",
     "pairwise_distances",
+    "pairwise_plan",
     "path_length",
     "path_penalty",
     "points",

@@ -34,6 +34,7 @@ import numpy as np
 
 from geopath._src import ops
 from geopath._src import pairwise
+from geopath._src import sharding
 from geopath._src import validation as val
 
 __all__ = [
@@ -220,6 +221,18 @@ _analyze_jit = jax.jit(_analyze_impl)
 _analyze_batched_jit = jax.jit(jax.vmap(_analyze_impl, in_axes=(None, 0, None, None)))
 
 
+def _analyze_local(stacked, space, target, input_point) -> PathAnalysis:
+    """:func:`_analyze_impl` vmapped over the checkpoints ``[T, L, ...]`` held by one device."""
+    return jax.vmap(_analyze_impl, in_axes=(None, 0, None, None))(space, stacked, target, input_point)
+
+
+def _analyze_stacked(space, stacked, target, input_point, mesh) -> PathAnalysis:
+    """All checkpoints at once; with a ``mesh``, the checkpoint axis is sharded over its devices."""
+    if mesh is None:
+        return _analyze_batched_jit(space, stacked, target, input_point)
+    return sharding.map_leading(_analyze_local, mesh, stacked, space, target, input_point)
+
+
 def analyze_path(space, points, target, *, input_point=None) -> PathAnalysis:
     """Geometry of a path of representations relative to a target.
 
@@ -255,6 +268,7 @@ def analyze_checkpoints(
     *,
     input_point=None,
     are_points: bool = False,
+    mesh=None,
 ) -> PathAnalysis:
     """:func:`analyze_path` for one network at several training checkpoints.
 
@@ -269,6 +283,9 @@ def analyze_checkpoints(
       input_point: optional shared input point (default: each checkpoint's
         first layer).
       are_points: whether the entries are already points.
+      mesh: a ``jax.sharding.Mesh`` (e.g. ``gp.device_mesh()``) whose devices share the checkpoints
+        (``T`` padded to a multiple of the device count; the result does not depend on it). None: the
+        default device.
 
     Returns:
       A :class:`PathAnalysis` whose fields carry a leading checkpoint axis
@@ -288,7 +305,7 @@ def analyze_checkpoints(
             )
         if arr.ndim != 4:
             raise ValueError(f"stacked checkpoints must have shape [T, L, n, k]; got {arr.shape}")
-        return _analyze_batched_jit(space, arr, target, input_point)
+        return _analyze_stacked(space, arr, target, input_point, mesh)
 
     if len(reps_per_checkpoint) == 0:
         raise ValueError("no checkpoints given")
@@ -309,7 +326,7 @@ def analyze_checkpoints(
         flat.extend(items if are_points else [space.point(x) for x in items])
     stacked = ops.stack_points(space, flat)
     stacked = stacked.reshape((T, L) + stacked.shape[1:])
-    return _analyze_batched_jit(space, stacked, target, input_point)
+    return _analyze_stacked(space, stacked, target, input_point, mesh)
 
 
 # ----------------------------------------------------------------------------

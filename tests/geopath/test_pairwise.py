@@ -147,3 +147,80 @@ def test_pairwise_is_differentiable(rng):
     g2 = to_np(jax.grad(via_loop)(xs[0]))
     assert np.all(np.isfinite(g1))
     np.testing.assert_allclose(g1, g2, rtol=1e-7, atol=1e-10)
+
+
+def _pair_compiles(counts) -> int:
+    return sum(1 for n in counts["names"] if n and "_pair_block" in n)
+
+
+def test_joint_stage_compiles_few_programs(rng):
+    """Issue 15: one call compiles one program per pair of buckets plus ONE assembly (no eager scatters), and
+    a call with more layers in the same buckets reuses every pair program (pair indices are padded)."""
+    space = gp.AngularShape(alpha=1.0)
+    x0 = rand_rep(rng, NL, 10)
+    first = [np.asarray(related_rep(rng, x0, p)) for p in (3, 3, 3, 3, 3, 8, 8, 64)]
+    pts = gp.points(space, first)
+    plan = gp.pairwise_plan(space, pts)
+    with count_compiles() as c:
+        gp.pairwise_distances(space, pts, are_points=True).block_until_ready()
+    names = [n for n in c["names"] if n]
+    assert len(plan.blocks) == 5  # buckets of widths 3, 8 and 20 (64 > n); no pairs within the last
+    assert _pair_compiles(c) <= len(plan.blocks), names
+    assert sum("_assemble" in n for n in names) == 1, names
+    allowed = ("_pair_block", "_assemble", "_stack_prepare", "_pad")
+    assert all(any(a in n for a in allowed) for n in names), names  # no scatter/convert/concatenate/...
+    # one more layer of width 3 (5 -> 6 members: same size class): the pair counts of its blocks change
+    # (10 -> 15, 10 -> 12, 5 -> 6) but not their padded sizes, so nothing compiles but the assembly
+    more = pts + [gp.points(space, [np.asarray(related_rep(rng, x0, 3))])[0]]
+    with count_compiles() as c2:
+        gp.pairwise_distances(space, more, are_points=True).block_until_ready()
+    assert sum(1 for b in gp.pairwise_plan(space, more).blocks if b.p == 0 and b.q == 0) == 1
+    assert _pair_compiles(c2) == 0, c2["names"]
+    assert all("_assemble" in n for n in c2["names"] if n), c2["names"]
+    # and cross comparisons of different compositions share programs too
+    with count_compiles() as c3:
+        gp.cross_distances(space, more[:3], more[5:], are_points=True).block_until_ready()
+        gp.cross_distances(space, more[:2], more[6:], are_points=True).block_until_ready()
+    with count_compiles() as c4:
+        gp.cross_distances(space, more[1:3], more[6:], are_points=True).block_until_ready()
+    assert _pair_compiles(c4) == 0, c4["names"]
+    assert _pair_compiles(c3) > 0  # the counter sees pair programs
+
+
+def test_plan_counts_every_pair_once(rng):
+    space = gp.AngularCKA()
+    shapes = [jax.ShapeDtypeStruct((NL, NL), jnp.float64)] * 7
+    plan = gp.pairwise_plan(space, shapes)
+    assert plan.devices == 1 and len(plan.buckets) == 1 and plan.sizes == (8,)
+    assert sum(b.pairs for b in plan.blocks) == 21
+    cross = gp.pairwise_plan(space, shapes[:3], shapes[3:])
+    assert sum(b.pairs for b in cross.blocks) == 12
+    x0 = rand_rep(rng, NL, 6)
+    xs = [related_rep(rng, x0, p) for p in WIDTHS]
+    plan = gp.pairwise_plan(
+        gp.AngularShape(alpha=1.0), gp.points(gp.AngularShape(alpha=1.0), xs), chunk_size=3
+    )
+    assert sum(b.pairs for b in plan.blocks) == len(xs) * (len(xs) - 1) // 2
+    for b in plan.blocks:
+        assert b.chunk == 3 and b.chunks & (b.chunks - 1) == 0 and b.chunk * b.chunks >= b.pairs
+    assert plan.padded_pairs >= 10
+    assert sorted(i for g in plan.buckets for i in g) == list(range(len(xs)))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1000])
+def test_chunk_size_does_not_change_the_result(chunk, rng):
+    space = gp.EuclideanShape(alpha=0.5)
+    x0 = rand_rep(rng, NL, 6)
+    xs = [related_rep(rng, x0, p) for p in (3, 3, 4, 9, 9, 9)]
+    ref = to_np(gp.pairwise_distances(space, xs))
+    np.testing.assert_allclose(
+        to_np(gp.pairwise_distances(space, xs, chunk_size=chunk)), ref, rtol=1e-12, atol=1e-13
+    )
+    np.testing.assert_allclose(
+        to_np(gp.cross_distances(space, xs[:2], xs[2:], chunk_size=chunk)),
+        ref[:2, 2:],
+        rtol=1e-12,
+        atol=1e-13,
+    )
+    with pytest.raises(ValueError, match="chunk_size"):
+        gp.pairwise_distances(space, xs, chunk_size=0)

@@ -1,0 +1,129 @@
+"""Placing geopath's batch work on the devices of a ``jax.sharding.Mesh`` (one host or many).
+
+geopath uses JAX's own distributed runtime and nothing else: a :class:`jax.sharding.Mesh` names the devices,
+``jax.shard_map`` runs one program per device on its slice of a batch axis, and replicated inputs are plain
+``NamedSharding(mesh, P())``. With ``jax.distributed.initialize`` the same mesh spans the devices of every
+process (host); nothing here is specific to one host.
+
+Every function that takes ``mesh=`` shards ONE leading batch axis (pairs of layers, checkpoints) over ALL
+axes of the mesh (flattened, in ``mesh.devices`` order) and replicates everything else; a multi-axis mesh
+is therefore used as a flat list of devices.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+#: Axis name of the meshes made by :func:`device_mesh`.
+AXIS = "devices"
+
+
+def device_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh (axis ``"devices"``) over ``devices`` (default: ``jax.devices()``, every process's).
+
+    Pass it as ``mesh=`` to :func:`geopath.pairwise_distances`, :func:`geopath.cross_distances` or
+    :func:`geopath.analyze_checkpoints`.
+    """
+    devs = list(jax.devices() if devices is None else devices)
+    if not devs:
+        raise ValueError("device_mesh needs at least one device")
+    return Mesh(np.asarray(devs, dtype=object), (AXIS,))
+
+
+def default_mesh() -> Mesh:
+    """The mesh used when ``mesh=None``: this process's first device alone."""
+    return _one_device_mesh(jax.local_devices()[0])
+
+
+@functools.cache
+def _one_device_mesh(device) -> Mesh:
+    return Mesh(np.asarray([device], dtype=object), (AXIS,))
+
+
+def check_mesh(mesh) -> Mesh:
+    """``mesh`` itself (or the default one-device mesh for None); TypeError for anything else."""
+    if mesh is None:
+        return default_mesh()
+    if not isinstance(mesh, Mesh):
+        raise TypeError(
+            f"mesh must be a jax.sharding.Mesh (see geopath.device_mesh); got {type(mesh).__name__}"
+        )
+    return mesh
+
+
+def size(mesh: Mesh) -> int:
+    """Number of devices in ``mesh``."""
+    return int(mesh.devices.size)
+
+
+def batch_spec(mesh: Mesh) -> P:
+    """Partition spec that shards a leading axis over all axes of ``mesh``."""
+    return P(tuple(mesh.axis_names))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def place(x, target: NamedSharding):
+    """``x`` (the same whole value on every process) laid out as ``target``; tracers are left to ``jit``.
+
+    One process: ``jax.device_put``. Several processes (``jax.distributed``): every process builds its own
+    devices' shards from its copy (``jax.make_array_from_callback``), since the CPU backend cannot transfer
+    arrays between hosts.
+    """
+    if isinstance(x, jax.core.Tracer):
+        return x
+    if target.is_fully_addressable:
+        return jax.device_put(x, target)
+    x = jnp.asarray(x)
+    return jax.make_array_from_callback(x.shape, target, lambda idx: x[idx])
+
+
+def replicate(tree, mesh: Mesh):
+    """``tree`` placed whole on every device of ``mesh`` (tracers are left to the enclosing ``jit``)."""
+    return jax.tree_util.tree_map(lambda x: place(x, replicated(mesh)), tree)
+
+
+def padded_length(n: int, mesh: Mesh) -> int:
+    """``n`` rounded up to a multiple of the number of devices (at least one item per device)."""
+    d = size(mesh)
+    return max(d, -(-n // d) * d)
+
+
+def map_leading(fn: Callable, mesh, x, *rest):
+    """``fn(x, *rest)`` where ``fn`` maps over the leading axis of ``x``, run with that axis sharded over ``mesh``.
+
+    ``x [T, ...]`` is padded to a multiple of the device count by repeating its last item (valid input, so
+    the padding cannot produce NaNs or errors), each device runs ``fn`` on its slice, and the padding is cut
+    off the results. ``rest`` (any pytrees, None allowed) is replicated. ``fn`` must be a module-level
+    function (it is a static argument of the compiled program: a new function object compiles anew). The
+    result does not depend on the number of devices beyond float reassociation inside ``fn``.
+
+    Returns:
+      ``fn``'s output pytree, every leaf with leading axis ``T``.
+    """
+    mesh = check_mesh(mesh)
+    t = int(jnp.shape(x)[0])
+    tp = padded_length(t, mesh)
+    if tp != t:
+        x = jnp.concatenate([x, jnp.repeat(x[-1:], tp - t, axis=0)])
+    x = place(x, NamedSharding(mesh, batch_spec(mesh)))
+    rest = replicate(rest, mesh)
+    out = _map_leading_jit(fn, mesh, x, rest)
+    return jax.tree_util.tree_map(lambda a: a[:t], out)
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "mesh"))
+def _map_leading_jit(fn, mesh, x, rest):
+    spec = batch_spec(mesh)
+    return jax.shard_map(lambda xl, r: fn(xl, *r), mesh=mesh, in_specs=(spec, P()), out_specs=spec)(x, rest)
