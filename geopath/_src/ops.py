@@ -39,23 +39,20 @@ def stack_points(space: Space, points: Sequence[Array] | Array) -> Array:
     return jnp.stack(points)
 
 
-def _unit_tangent_coords(space, base, v):
-    c = space.tangent_coords(base, v).ravel()
-    n = linalg.safe_norm(c)
-    return c / jnp.where(n > 0, n, 1.0)
-
-
 def angle(space: Space, a: Array, b: Array, c: Array) -> Array:
     """Angle at ``b`` between the geodesics ``b -> a`` and ``b -> c``, in ``[0, pi]`` radians.
 
-    Computed as ``2 atan2(|u - v|, |u + v|)`` of the unit tangent vectors (accurate at 0 and pi). It is pi
-    when ``b`` lies on the geodesic between ``a`` and ``c``. If ``b`` coincides with ``a`` or ``c`` the angle
-    is undefined and ``pi / 2`` is returned (with zero gradient from that side).
+    This is the angle of the metric space (the Alexandrov angle: the limit as ``h -> 0`` of the angle at ``b``
+    of the flat triangle with the side lengths of ``b, gamma_ba(h), gamma_bc(h)``), computed from the logs at
+    ``b`` by :meth:`Space.angle_at`. In Riemannian spaces it is the angle between the log vectors; in the
+    shape spaces it is the smallest angle between them over the rotations that fix ``b``, which is smaller
+    at singular points (``b`` of rank below the common width, e.g. a narrow layer between wider ones). It is
+    pi when ``b`` lies on the geodesic between ``a`` and ``c``. If ``b`` coincides with ``a`` or ``c`` (a log
+    shorter than ``sqrt(eps)`` times the other log or the scale of ``b``) the angle is undefined and
+    ``pi / 2`` is returned, with zero gradient.
     """
     a, b, c = space.common(a, b, c)
-    u = _unit_tangent_coords(space, b, space.log(b, a))
-    v = _unit_tangent_coords(space, b, space.log(b, c))
-    return 2.0 * jnp.arctan2(linalg.safe_norm(u - v), linalg.safe_norm(u + v))
+    return space.angle_at(b, space.log(b, a), space.log(b, c))
 
 
 class Projection(NamedTuple):

@@ -159,6 +159,19 @@ def _zero_step_tol(dtype, width: int) -> float:
 # ----------------------------------------------------------------------------
 
 
+def _project_all(space, x0: jax.Array, target: jax.Array, P: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Projection of every layer ``P [L, ...]`` onto the geodesic ``x0 -> target``: ``(t [L], residual [L])``.
+
+    The one place the path analysis calls :func:`geopath.project` (swap the projection here).
+    """
+
+    def one(c):
+        pr = ops.project(space, x0, target, c)
+        return pr.t, pr.distance
+
+    return jax.vmap(one)(P)
+
+
 def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAnalysis:
     """Unjitted analysis of a stacked path ``P`` of shape ``[L, ...]``."""
     L = P.shape[0]
@@ -173,10 +186,12 @@ def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAn
     safe_len = jnp.where(length > 0, length, 1.0)
     straightness = jnp.where(length > 0, direct / safe_len, jnp.ones_like(direct))
 
-    # Turning angles at interior layers.
+    # Turning angles at interior layers: the metric angle (Space.angle_at) between the logs at each vertex.
+    # Each consecutive pair contributes its two logs once (backward to vertex i+1, forward from vertex i).
     if L >= 3:
-        ang = jax.vmap(lambda a, b, c: ops.angle(space, a, b, c))(P[:-2], P[1:-1], P[2:])
-        turning = jnp.pi - ang
+        bwd = jax.vmap(space.log)(P[1:-1], P[:-2])  # log at p_i towards p_{i-1}
+        fwd = jax.vmap(space.log)(P[1:-1], P[2:])  # log at p_i towards p_{i+1}
+        turning = jnp.pi - jax.vmap(space.angle_at)(P[1:-1], bwd, fwd)
         tol = _zero_step_tol(steps.dtype, P.shape[-1]) * jnp.maximum(jnp.max(steps), 1.0)
         ok = (steps[:-1] > tol) & (steps[1:] > tol)
         turning = jnp.where(ok, turning, jnp.zeros_like(turning))
@@ -185,13 +200,9 @@ def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAn
 
     dist_to_target = jax.vmap(lambda p: space.distance(p, target))(P)
 
-    def _proj(c):
-        pr = ops.project(space, x0, target, c)
-        return pr.t, pr.distance
-
     if have_input:
         dist_to_input = jax.vmap(lambda p: space.distance(x0, p))(P)
-        proj_t, proj_res = jax.vmap(_proj)(P)
+        proj_t, proj_res = _project_all(space, x0, target, P)
     else:
         # Layer 0 *is* the input: its distance, projection fraction and
         # residual are exactly 0. Computing them would differentiate d(x, x),
@@ -199,7 +210,7 @@ def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAn
         zero = jnp.zeros((1,), steps.dtype)
         rest = P[1:]
         dist_to_input = jnp.concatenate([zero, jax.vmap(lambda p: space.distance(x0, p))(rest)])
-        t_rest, r_rest = jax.vmap(_proj)(rest)
+        t_rest, r_rest = _project_all(space, x0, target, rest)
         proj_t = jnp.concatenate([zero.astype(t_rest.dtype), t_rest])
         proj_res = jnp.concatenate([zero.astype(r_rest.dtype), r_rest])
 
@@ -406,7 +417,7 @@ def _aligned_geodesic(space, Pa, ia, fa, Pb, ib, fb):
 
 
 def compare_paths(
-    space, points_a, points_b, *, num: int | None = None, method: str = "geodesic"
+    space, points_a, points_b, *, num: int | None = None, method: str = "geodesic", cross=None
 ) -> PathComparison:
     """Compare two paths (e.g. two architectures, or two seeds) layer by layer.
 
@@ -425,6 +436,8 @@ def compare_paths(
       points_a, points_b: paths (lists of points or stacked ``[L, n, k]``).
       num: size of the depth grid.
       method: ``"geodesic"`` or ``"nearest"``.
+      cross: optional precomputed ``[La, Lb]`` distances ``d(a_i, b_j)`` (e.g. a block of a joint
+        ``gp.pairwise_distances`` matrix that is already at hand); used as given instead of recomputed.
 
     Returns:
       A :class:`PathComparison`.
@@ -439,7 +452,14 @@ def compare_paths(
     if K < 1:
         raise ValueError(f"num must be >= 1; got {num}")
     depth_np = np.linspace(0.0, 1.0, K) if K > 1 else np.zeros(1)
-    cross = pairwise.cross_distances(space, la, lb, are_points=True)
+    if cross is None:
+        cross = pairwise.cross_distances(space, la, lb, are_points=True)
+    else:
+        cross = jnp.asarray(cross)
+        if cross.shape != (La, Lb):
+            raise ValueError(
+                f"cross must have shape ({La}, {Lb}) for paths of {La} and {Lb} layers; got {cross.shape}"
+            )
     if method == "nearest":
         ia = np.floor(depth_np * (La - 1) + 0.5).astype(np.int32)
         ib = np.floor(depth_np * (Lb - 1) + 0.5).astype(np.int32)

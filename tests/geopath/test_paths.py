@@ -359,3 +359,47 @@ def test_analyze_checkpoints_matches_per_checkpoint():
     np.testing.assert_allclose(s3.length, stacked.length, rtol=1e-10)
     with pytest.raises(ValueError):
         gp.analyze_checkpoints(space, [reps[0], reps[1][:3]], y)
+
+
+# ----------------------------------------------------------------------------
+# metric turning angles at singular vertices; precomputed cross distances
+# ----------------------------------------------------------------------------
+
+
+def _log_turning(space, pts):
+    """Turning angles from the angle between log vectors (the analysis before the metric angle)."""
+    pts = space.common(*pts)
+    out = []
+    for a, b, c in zip(pts[:-2], pts[1:-1], pts[2:]):
+        u, v = np.asarray(space.log(b, a)).ravel(), np.asarray(space.log(b, c)).ravel()
+        out.append(math.pi - math.acos(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1)))
+    return np.array(out)
+
+
+def test_turning_is_metric_angle_unchanged_at_smooth_corrected_at_singular_vertices():
+    rng = np.random.default_rng(16)
+    space = gp.AngularShape(alpha=1.0)
+    x = rng.standard_normal((24, 6))
+    widths = (20, 6, 18, 18, 18)  # vertex 1 is narrower than both neighbours; 2 and 3 are smooth
+    pts = [space.point(x @ rng.standard_normal((6, w)) / 3 + rng.standard_normal((24, w))) for w in widths]
+    target = space.point(rng.standard_normal((24, 10)))
+    res = gp.analyze_path(space, pts, target)
+    old = _log_turning(space, pts)
+    ref = np.array([math.pi - float(gp.angle(space, *pts[i : i + 3])) for i in range(3)])
+    np.testing.assert_allclose(np.asarray(res.turning), ref, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(res.turning)[1:], old[1:], atol=1e-12)
+    assert float(res.turning[0]) - old[0] > 1e-2  # metric angle smaller => larger turning
+
+
+def test_compare_paths_accepts_precomputed_cross_distances():
+    rng = np.random.default_rng(17)
+    space = gp.AngularShape(alpha=1.0)
+    pa = [space.point(rng.standard_normal((20, w))) for w in (5, 7, 6)]
+    pb = [space.point(rng.standard_normal((20, w))) for w in (4, 6)]
+    ref = gp.compare_paths(space, pa, pb, method="nearest")
+    joint = gp.pairwise_distances(space, pa + pb, are_points=True)
+    got = gp.compare_paths(space, pa, pb, method="nearest", cross=joint[:3, 3:])
+    for f in ref._fields:
+        np.testing.assert_allclose(np.asarray(getattr(got, f)), np.asarray(getattr(ref, f)), atol=1e-12)
+    with pytest.raises(ValueError, match="cross must have shape"):
+        gp.compare_paths(space, pa, pb, cross=joint)

@@ -78,6 +78,36 @@ def sq_dists(xc: Array) -> Array:
     return d2 * (1.0 - jnp.eye(xc.shape[0], dtype=xc.dtype))
 
 
+def split_angle(fixed_u: Array, fixed_v: Array, free_u: Array, free_v: Array, free_inner: Array) -> Array:
+    """Angle in ``[0, pi]`` between unit vectors ``u = fixed_u + free_u`` and ``v = fixed_v + free_v``.
+
+    ``free_inner`` is the largest inner product of ``free_u`` with the images of ``free_v`` under the
+    symmetries that fix the vertex (``<free_u, free_v>`` where there are none), so the result is the
+    smallest angle between ``u`` and such an image of ``v``: ``2 atan2(|u - v'|, |u + v'|)`` with
+    ``|u -+ v'|^2 = |fixed_u -+ fixed_v|^2 + |free_u|^2 + |free_v|^2 -+ 2 free_inner``. Accurate near pi (a
+    sum of non-negative terms); near 0 the free part limits it to about ``sqrt(eps) |free_u|``.
+    """
+    rr = vdot(free_u, free_u) + vdot(free_v, free_v)
+    minus = vdot(fixed_u - fixed_v, fixed_u - fixed_v) + jnp.maximum(rr - 2.0 * free_inner, 0.0)
+    plus = vdot(fixed_u + fixed_v, fixed_u + fixed_v) + jnp.maximum(rr + 2.0 * free_inner, 0.0)
+    return 2.0 * jnp.arctan2(linalg.safe_sqrt(minus), linalg.safe_sqrt(plus))
+
+
+def unit_pair(u: Array, v: Array, *, floor: ArrayLike = 0.0) -> tuple[Array, Array, Array]:
+    """``(u / |u|, v / |v|, ok)``: ``ok`` is False where ``u`` or ``v`` is too short to have a direction.
+
+    A vector counts as zero when its norm is at most ``sqrt(eps) * max(|u|, |v|, floor)`` (round-off of a
+    log between coinciding points is far below that); the returned unit vectors are then finite and their
+    gradients are zero, so ``jnp.where(ok, ..., pi / 2)`` differentiates cleanly.
+    """
+    nu, nv = linalg.safe_norm(u), linalg.safe_norm(v)
+    tol = jnp.sqrt(jnp.finfo(nu.dtype).eps) * jnp.maximum(jnp.maximum(nu, nv), jnp.asarray(floor, nu.dtype))
+    ok = (nu > tol) & (nv > tol)
+    uu = jnp.where(ok, u, jnp.zeros_like(u)) / jnp.where(ok, nu, 1.0)
+    vv = jnp.where(ok, v, jnp.zeros_like(v)) / jnp.where(ok, nv, 1.0)
+    return uu, vv, ok
+
+
 def check_points(a, b, *, ndim: int = 2, names=("a", "b")) -> None:
     """Raises ``ValueError`` unless ``a`` and ``b`` have ``ndim`` axes and describe the same inputs."""
     for name, p in zip(names, (a, b)):
@@ -96,7 +126,7 @@ class Space(abc.ABC):
     A new space must implement the abstract methods :meth:`point`, :meth:`distance`, :meth:`log`,
     :meth:`exp`, :meth:`transport` and :meth:`tangent_coords`. Everything else has a default built on them:
     :meth:`geodesic` (``exp(a, t log(a, b))``), :meth:`inner` and :meth:`norm` (Frobenius in tangent
-    coordinates), :meth:`align` (identity), the padding hooks (:attr:`variable_width`, :meth:`pad_to`,
+    coordinates), :meth:`angle_at` (Riemannian angle), :meth:`align` (identity), the padding hooks (:attr:`variable_width`, :meth:`pad_to`,
     :meth:`common`) and the all-pairs hooks (:meth:`prepare`, :meth:`prepared_distance`). Decorate a concrete
     space with :func:`static_space` so that it is a hashable, leaf-less pytree.
 
@@ -150,6 +180,19 @@ class Space(abc.ABC):
     def norm(self, a: Array, v: Array) -> Array:
         """Riemannian norm of the tangent vector ``v`` at ``a`` (gradient-safe at 0); scalar."""
         return linalg.safe_norm(self.tangent_coords(a, v))
+
+    def angle_at(self, b: Array, u: Array, v: Array) -> Array:
+        """Angle in ``[0, pi]`` at ``b`` between the geodesics with initial velocities ``u`` and ``v``.
+
+        ``u, v`` are tangent vectors at ``b`` (logs). The default is the Riemannian angle between them;
+        spaces with a quotient override it with the metric (Alexandrov) angle, which can be smaller where
+        ``b`` is a singular point of the quotient. ``pi / 2`` (with zero gradient) if ``u`` or ``v`` is zero
+        (see :func:`unit_pair`).
+        """
+        uu, vv, ok = unit_pair(self.tangent_coords(b, u), self.tangent_coords(b, v))
+        zero = jnp.zeros_like(uu)
+        ang = split_angle(uu, vv, zero, zero, jnp.zeros((), uu.dtype))
+        return jnp.where(ok, ang, 0.5 * jnp.pi)
 
     def align(self, a: Array, b: Array) -> Array:
         """Representative of ``b`` optimally aligned to ``a``; ``b`` itself in spaces without a quotient."""

@@ -17,7 +17,9 @@ from geopath._src.spaces import sphere
 from geopath._src.spaces.base import Space
 from geopath._src.spaces.base import centered
 from geopath._src.spaces.base import check_points
+from geopath._src.spaces.base import split_angle
 from geopath._src.spaces.base import static_space
+from geopath._src.spaces.base import unit_pair
 from geopath._src.spaces.base import vdot
 
 _ROUTES = ("auto", "features", "gram")
@@ -46,6 +48,23 @@ def _floored_cov_eigs(lam, alpha, unit, floor):
 def _floored_sv(s, alpha, unit, floor, n):
     """:func:`_floored_cov_eigs` applied to the singular values ``s`` of ``X`` (Gram and PCA routes)."""
     return s * _floored_cov_eigs(s * s / n, alpha, unit, floor)
+
+
+def row_space_projector(b: Array) -> Array:
+    """Orthogonal projector ``[k, k]`` onto the row space of ``b [n, k]`` (numerical rank).
+
+    Singular values above ``max(n, k) * eps * s_max`` count. The derivative is the fixed-rank one,
+    ``b^+ db (I - P) + (b^+ db (I - P))^T``, so gradients are exact along perturbations that keep the rank
+    (e.g. of the non-padded columns) and never involve eigenvector derivatives.
+    """
+    n, k = b.shape
+    b0 = jax.lax.stop_gradient(b)
+    u, s, vh = jnp.linalg.svd(b0, full_matrices=False)
+    keep = s > jnp.max(s) * (max(n, k) * float(jnp.finfo(b.dtype).eps))
+    p0 = (vh.T * keep.astype(b.dtype)) @ vh
+    pinv = (vh.T * jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)) @ u.T
+    e = pinv @ (b - b0) @ (jnp.eye(k, dtype=b.dtype) - p0)
+    return p0 + e + e.T
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +267,25 @@ class _ShapeSpace(Space):
     def inner(self, a: Array, u: Array, v: Array) -> Array:
         _, u, v = self.common(a, u, v)
         return vdot(u, v)
+
+    def angle_at(self, b: Array, u: Array, v: Array) -> Array:
+        """Metric (Alexandrov) angle at ``b`` between the geodesics with horizontal velocities ``u, v``.
+
+        The rotations that fix ``b`` (any rotation of the orthogonal complement of its row space, non-trivial
+        where ``b`` has rank ``r`` below its padded width ``k``) map geodesics from ``b`` to geodesics from
+        ``b``, and the angle of the quotient is the smallest over them:
+        ``cos = (<u P, v P> + ||(u (I - P))^T v (I - P)||_*) / (|u| |v|)`` with ``P`` the projector onto the
+        row space of ``b`` (:func:`row_space_projector`); at ``r = k`` this is the angle between ``u`` and
+        ``v``. Evaluated in an ``atan2`` form that is accurate near pi. ``pi / 2`` (zero gradient) if ``u``
+        or ``v`` is shorter than ``sqrt(eps) * max(|u|, |v|, |b|)``.
+        """
+        b, u, v = self.common(b, u, v)
+        proj = row_space_projector(b)
+        uu, vv, ok = unit_pair(u, v, floor=linalg.safe_norm(b))
+        pu, pv = uu @ proj, vv @ proj
+        ru, rv = uu - pu, vv - pv
+        ang = split_angle(pu, pv, ru, rv, linalg.nuclear_norm(ru.T @ rv))
+        return jnp.where(ok, ang, 0.5 * jnp.pi)
 
     def vertical(self, a: Array, v: Array) -> Array:
         """Vertical part ``a Omega`` of ``v`` at ``a`` (tangent to the rotation orbit ``{a R}``).
