@@ -164,7 +164,7 @@ def project(
         search = solver(space, sa, sb, sc, ok=ok, segment=segment, tol=tol, **kw)
         t = _implicit_step(space, a, b, c, search, ok=ok, segment=segment)
         gap, converged = search.gap, search.converged
-    v = space.log(a, b)
+    v = space.log(a, jnp.where(ok, b, sb))  # no gradient through a degenerate geodesic's direction
     point = space.exp(a, t * v)
     return Projection(t=t, point=point, distance=space.distance(point, c), gap=gap, converged=converged)
 
@@ -183,18 +183,20 @@ def _solver_for(space: Space):
 
 
 def _nondegenerate(space: Space, a: Array, b: Array) -> Array:
-    """Whether the geodesic ``a -> b`` has a length that can be resolved (``d(a, b) > 1e3 eps scale``)."""
+    """Whether the geodesic ``a -> b`` has a length that can be resolved.
+
+    Shape, sphere and flat spaces: ``|log_a b| > 1e3 eps`` (times the size of the points in the flat ones).
+    Other spaces: also above 100 times ``|log_a a|``, the rounding floor of that very computation (it grows
+    with the condition number of SPD points, e.g. ~1e-12 instead of 0 in float64).
+    """
     eps = jnp.finfo(a.dtype).eps
-    return space.norm(a, space.log(a, b)) > 1e3 * eps * _reference_length(space, a, b)
-
-
-def _reference_length(space: Space, a: Array, b: Array) -> Array:
-    """A length scale of the points (1 in the spaces with angles, the sizes of the points in flat ones)."""
+    length = space.norm(a, space.log(a, b))
     if isinstance(space, (AngularShape, AngularCKA)):
-        return jnp.ones((), a.dtype)
+        return length > 1e3 * eps
     if isinstance(space, (EuclideanShape, Stress)):
-        return jnp.maximum(space.norm(a, a), space.norm(b, b))
-    return jnp.ones((), a.dtype)
+        return length > 1e3 * eps * jnp.maximum(space.norm(a, a), space.norm(b, b))
+    floor = space.norm(a, space.log(a, a))
+    return length > 100.0 * floor + 1e3 * eps
 
 
 def _implicit_step(space: Space, a, b, c, search: _Search, *, ok: Array, segment: bool) -> Array:
@@ -205,6 +207,8 @@ def _implicit_step(space: Space, a, b, c, search: _Search, *, ok: Array, segment
     solver's (constant) curvature.
     """
     t_star = search.t
+    # where the geodesic is degenerate, t = 0 carries no gradient: cut it off before any NaN can form
+    a, b, c = (jnp.where(ok, p, jax.lax.stop_gradient(p)) for p in (a, b, c))
     v = space.log(a, b)
     p_star, vel = jax.jvp(lambda t: space.exp(a, t * v), (t_star,), (jnp.ones_like(t_star),))
     g = -space.inner(p_star, space.log(p_star, c), vel)
