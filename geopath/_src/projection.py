@@ -165,7 +165,7 @@ def project(
         t = _implicit_step(space, a, b, c, search, ok=ok, segment=segment)
         gap, converged = search.gap, search.converged
     v = space.log(a, jnp.where(ok, b, sb))  # no gradient through a degenerate geodesic's direction
-    point = space.exp(a, t * v)
+    point = jnp.where(ok, space.exp(a, t * v), a)  # a degenerate geodesic is the point a itself
     return Projection(t=t, point=point, distance=space.distance(point, c), gap=gap, converged=converged)
 
 
