@@ -19,10 +19,6 @@ Example:
   >>> d = space.distance(a, b)   # radians
 """
 
-from geopath._src import xla_workaround as _xla_workaround
-
-_xla_workaround.apply()  # before anything can start a JAX backend
-
 from geopath._src.embedding import MDSResult
 from geopath._src.embedding import classical_mds
 from geopath._src.embedding import spherical_mds
@@ -73,6 +69,7 @@ from geopath._src.spaces import EuclideanShape
 from geopath._src.spaces import PreShape
 from geopath._src.spaces import Space
 from geopath._src.spaces import Stress
+from geopath._src.threads import set_cpu_threads
 
 __version__ = "0.1.0"
 
@@ -120,6 +117,7 @@ __all__ = (
     "psd_sqrt",
     "safe_arccos",
     "safe_norm",
+    "set_cpu_threads",
     "solve_sylvester",
     "spherical_mds",
     "stack_points",

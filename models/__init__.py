@@ -22,10 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from geopath._src import xla_workaround as _xla_workaround
-
-_xla_workaround.apply()  # XLA CPU deadlock workaround; must run before JAX starts a backend
-
 from .capture import capture
 from .nets import VGG
 from .nets import VGG_CONFIGS

@@ -13,6 +13,8 @@ from jax.typing import ArrayLike
 
 from geopath._src import linalg
 from geopath._src import validation as val
+from geopath._src.projection import Projection as Projection  # re-exported: project lives there
+from geopath._src.projection import project as project
 from geopath._src.spaces import Space
 
 
@@ -53,97 +55,6 @@ def angle(space: Space, a: Array, b: Array, c: Array) -> Array:
     """
     a, b, c = space.common(a, b, c)
     return space.angle_at(b, space.log(b, a), space.log(b, c))
-
-
-class Projection(NamedTuple):
-    """Result of :func:`project`.
-
-    Attributes:
-      t: ``[]`` fraction along the geodesic ``a -> b`` (0 at a, 1 at b; may be < 0 or > 1) of the point
-        nearest to ``c``.
-      point: the geodesic point at ``t``.
-      distance: ``[]`` distance from ``point`` to ``c`` (how far ``c`` lies off the geodesic).
-    """
-
-    t: Array
-    point: Array
-    distance: Array
-
-
-def project(
-    space: Space, a: Array, b: Array, c: Array, *, num_iters: int = 6, num_grid: int = 31
-) -> Projection:
-    """Projects ``c`` onto the (extended) geodesic through ``a`` and ``b``.
-
-    Minimises ``f(t) = d(gamma(t), c)^2 / 2`` over real ``t``, with ``gamma(t) = exp_a(t log_a b)``. In quotient
-    spaces (shape metrics) ``f`` can have several local minima, so the search starts from the best of the
-    tangent-space estimate at ``a`` and ``num_grid`` equally spaced ``t`` in ``[-1, 2]``, then takes
-    ``num_iters`` safeguarded Newton steps (``f'`` by autodiff, ``f''`` by its central difference, steps
-    clipped to the grid spacing).
-    Gradients of the result follow the implicit function theorem (``dt = -f_t' / f_tt``, one final Newton
-    step whose curvature is held constant), not the iterations. If ``a == b`` the geodesic is a point and
-    ``t = 0``.
-
-    Args:
-      space: the space.
-      a, b: points defining the geodesic (``t = 0`` at ``a``, ``t = 1`` at ``b``).
-      c: the point to project.
-      num_iters: Newton iterations (static).
-      num_grid: grid size for the global start (static, >= 2).
-
-    Returns:
-      :class:`Projection` ``(t, point, distance)``.
-    """
-    if num_grid < 2:
-        raise ValueError(f"num_grid must be >= 2; got {num_grid}")
-    a, b, c = space.common(a, b, c)
-    h = 3.0 / (num_grid - 1)
-
-    def objective(a, b, c):
-        v = space.log(a, b)
-
-        def f(t):
-            return 0.5 * jnp.square(space.distance(space.exp(a, t * v), c))
-
-        return v, f
-
-    # Global start and Newton iterations on constants (no derivatives are traced through the search).
-    sa, sb, sc = (jax.lax.stop_gradient(p) for p in (a, b, c))
-    sv, sf = objective(sa, sb, sc)
-    svv = space.inner(sa, sv, sv)
-    ok = svv > 0
-    t_lin = jnp.where(ok, space.inner(sa, space.log(sa, sc), sv) / jnp.where(ok, svv, 1.0), 0.0)
-    cands = jnp.concatenate([t_lin[None], jnp.linspace(-1.0, 2.0, num_grid, dtype=t_lin.dtype)])
-    pc = space.prepare(sc)
-    grid_d = jax.vmap(lambda t: space.prepared_distance(space.prepare(space.exp(sa, t * sv)), pc))(cands)
-    t0 = cands[jnp.argmin(grid_d)]
-    sdf = jax.grad(sf)
-
-    # f'' by a central difference of f': autodiff second derivatives of SVD-based distances are not finite
-    # where the singular values repeat (zero-padded widths), and f is only piecewise smooth there.
-    delta = 1e-3 * h
-
-    def curvature(df, t):
-        return (df(t + delta) - df(t - delta)) / (2 * delta)
-
-    def newton(_, t):
-        g, curv = sdf(t), curvature(sdf, t)
-        step = jnp.where(curv > 0, -g / jnp.where(curv > 0, curv, 1.0), -jnp.sign(g) * h)
-        return t + jnp.where(ok, jnp.clip(step, -h, h), 0.0)
-
-    t_star = jax.lax.fori_loop(0, num_iters, newton, t0)
-
-    # One differentiable Newton step at the solution carries the implicit gradient.
-    v, _ = objective(a, b, c)
-    # f'(t) = -<log_gamma(t) c, gamma'(t)> (first variation), written without jax.grad of the distance so
-    # that differentiating the result needs only first derivatives of the SVD-based maps.
-    p_star, vel = jax.jvp(lambda t: space.exp(a, t * v), (t_star,), (jnp.ones_like(t_star),))
-    g = -space.inner(p_star, space.log(p_star, c), vel)
-    curv = curvature(sdf, t_star)
-    curv = jnp.where(curv > 0, curv, jnp.where(ok, svv, 1.0))
-    t = t_star - jnp.where(ok, g / curv, 0.0)
-    point = space.exp(a, t * v)
-    return Projection(t=t, point=point, distance=space.distance(point, c))
 
 
 def midpoint(space: Space, a: Array, b: Array) -> Array:
