@@ -10,9 +10,7 @@ from geopath._src import linalg
 from geopath._src import validation as val
 from geopath._src.spaces import kernels
 from geopath._src.spaces import sphere
-from geopath._src.spaces.base import Space
 from geopath._src.spaces.base import centered
-from geopath._src.spaces.base import check_points
 from geopath._src.spaces.base import static_space
 
 _UNBIASED = (False, True, "u_statistic", "zero_diagonal")
@@ -39,7 +37,7 @@ def _zero_diagonal_center(k: Array) -> Array:
 
 
 @static_space
-class AngularCKA(Space):
+class AngularCKA(sphere.UnitSphereSpace):
     """Angular CKA: ``arccos(CKA(X, Y))`` on centred, unit-norm ``n x n`` kernel matrices (a unit sphere).
 
     Args:
@@ -95,27 +93,3 @@ class AngularCKA(Space):
         else:
             kc = _double_center(k)
         return kc / linalg.safe_norm(kc)
-
-    def distance(self, a: Array, b: Array) -> Array:
-        """``arccos(<a, b>_F)`` in radians, computed in the accurate ``atan2`` form; scalar."""
-        check_points(a, b)
-        val.check_same_shape(a, b)
-        return sphere.angle(a, b)
-
-    def log(self, a: Array, b: Array) -> Array:
-        """Great-circle tangent vector ``[n, n]`` at ``a`` towards ``b``, of length ``d(a, b)``."""
-        val.check_same_shape(a, b)
-        return sphere.log(a, b)
-
-    def exp(self, a: Array, v: Array) -> Array:
-        """Great-circle step from ``a`` with velocity ``v [n, n]`` (``<a, v> = 0``)."""
-        return sphere.exp(a, v)
-
-    def transport(self, a: Array, b: Array, v: Array) -> Array:
-        """Parallel transport of ``v`` along the great circle ``a -> b`` (not antipodal)."""
-        return sphere.transport(a, b, v)
-
-    def tangent_coords(self, a: Array, v: Array) -> Array:
-        """``v`` itself: the sphere carries the Frobenius inner product."""
-        del a
-        return v

@@ -5,16 +5,13 @@ from __future__ import annotations
 from jax import Array
 from jax.typing import ArrayLike
 
-from geopath._src import validation as val
 from geopath._src.spaces import sphere
-from geopath._src.spaces.base import Space
-from geopath._src.spaces.base import check_points
 from geopath._src.spaces.base import static_space
 from geopath._src.spaces.shape import AngularShape
 
 
 @static_space
-class PreShape(Space):
+class PreShape(sphere.UnitSphereSpace):
     """Pre-shape sphere: centred, partially whitened, unit-norm ``[n, p]`` matrices, compared feature by feature.
 
     ``d(X, Y) = arccos(<phi(X), phi(Y)>_F)`` with the preprocessing ``phi`` of :class:`AngularShape` (same
@@ -47,30 +44,3 @@ class PreShape(Space):
     def point(self, x: ArrayLike) -> Array:
         """Centred, partially whitened, unit-Frobenius-norm ``[n, p]`` matrix of ``x [n, ...]``."""
         return self._shape().point(x)
-
-    def _check(self, a: Array, b: Array) -> None:
-        check_points(a, b)
-        val.check_same_shape(a, b)
-
-    def distance(self, a: Array, b: Array) -> Array:
-        """``arccos(<a, b>_F)`` in ``[0, pi]`` radians (accurate ``atan2`` form); scalar."""
-        self._check(a, b)
-        return sphere.angle(a, b)
-
-    def log(self, a: Array, b: Array) -> Array:
-        """Great-circle tangent vector ``[n, p]`` at ``a`` towards ``b``, of length ``d(a, b)``."""
-        self._check(a, b)
-        return sphere.log(a, b)
-
-    def exp(self, a: Array, v: Array) -> Array:
-        """Great-circle step from ``a`` with velocity ``v [n, p]`` (``<a, v> = 0``)."""
-        return sphere.exp(a, v)
-
-    def transport(self, a: Array, b: Array, v: Array) -> Array:
-        """Parallel transport of ``v`` along the great circle ``a -> b`` (not antipodal)."""
-        return sphere.transport(a, b, v)
-
-    def tangent_coords(self, a: Array, v: Array) -> Array:
-        """``v`` itself: the sphere carries the Frobenius inner product."""
-        del a
-        return v
