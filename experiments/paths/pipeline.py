@@ -335,6 +335,14 @@ def run_pipeline(
     return serialisable
 
 
+def _portable_source(source: str) -> str:
+    """The probe source without this machine's folder (committed reports must not carry absolute paths)."""
+    kind, sep, path = source.partition(":")
+    if sep and os.path.isabs(path):
+        return f"{kind}:<data dir>/{Path(path).name}"
+    return source
+
+
 def _results(opts, runs, summaries, metrics_res, probe, probe_source, train_data) -> dict[str, Any]:
     """The results dict (everything but cache, timing and figures)."""
     t = opts.training
@@ -358,7 +366,7 @@ def _results(opts, runs, summaries, metrics_res, probe, probe_source, train_data
         probe=dict(
             n=int(len(labels)),
             hash=probe.hash,
-            source=f"`{probe_source}`",
+            source=f"`{_portable_source(probe_source)}`",
             indices=[int(i) for i in probe.indices],
         ),
         archs={
