@@ -606,7 +606,8 @@ def augment(key: jax.Array, images: Any) -> jax.Array:
     Each image in the batch gets its own crop offset (uniform in 0..8 on each axis, i.e. a
     shift of -4..+4 pixels) and its own horizontal flip (probability 1/2). Zero padding
     means black pixels for ``uint8`` input, so apply this before :func:`normalize`.
-    Jit-able; the output is a deterministic function of ``key``.
+    Jit-able; the output is a deterministic function of ``key`` alone: the random draws use
+    explicit 32-bit dtypes, so enabling ``jax_enable_x64`` does not change them.
 
     Args:
         key: A JAX PRNG key (``jax.random.key`` or ``jax.random.PRNGKey``).
@@ -623,12 +624,12 @@ def augment(key: jax.Array, images: Any) -> jax.Array:
         raise ValueError(f"augment expects a batch [B, H, W, C], got shape {images.shape}")
     b, h, w, c = images.shape
     k_crop, k_flip = jax.random.split(key)
-    offsets = jax.random.randint(k_crop, (b, 2), 0, 2 * _PAD + 1)
-    flips = jax.random.bernoulli(k_flip, 0.5, (b,))
+    offsets = jax.random.randint(k_crop, (b, 2), 0, 2 * _PAD + 1, dtype=jnp.int32)
+    flips = jax.random.bernoulli(k_flip, jnp.float32(0.5), (b,))
     padded = jnp.pad(images, ((0, 0), (_PAD, _PAD), (_PAD, _PAD), (0, 0)))
 
     def one(img, offset, flip):
-        crop = jax.lax.dynamic_slice(img, (offset[0], offset[1], 0), (h, w, c))
+        crop = jax.lax.dynamic_slice(img, (offset[0], offset[1], jnp.int32(0)), (h, w, c))
         return jnp.where(flip, crop[:, ::-1, :], crop)
 
     return jax.vmap(one)(padded, offsets, flips)

@@ -465,6 +465,20 @@ def test_augment_crops_and_flips():
     assert D.augment(jax.random.PRNGKey(3), x).shape == x.shape
 
 
+def test_augment_does_not_depend_on_x64():
+    """Random draws have explicit 32-bit dtypes: enabling x64 (geopath's tests and many analysis
+    notebooks do) must not change the crops and flips, or a resumed run would leave its reference."""
+    import jax
+
+    x = np.random.default_rng(1).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+    with jax.enable_x64(False):
+        y32 = np.asarray(D.augment(jax.random.key(7), x))
+    with jax.enable_x64(True):
+        y64 = np.asarray(D.augment(jax.random.key(7), x))
+    np.testing.assert_array_equal(y32, y64)
+    assert not np.array_equal(y32, np.asarray(D.augment(jax.random.key(8), x)))
+
+
 def test_augment_constant_image_and_per_image_randomness():
     import jax
 
