@@ -104,6 +104,12 @@ class TrainConfig:
     resume: bool = _opt(False, "continue the run in the workdir")
     overwrite: bool = _opt(False, "delete an existing run in the workdir first")
     progress: bool = _opt(True, "progress bars")
+    # data-parallel training (issue 12; docs/scaling.md): the batch is split over a 1-D ("data",) mesh
+    devices: int | None = _opt(
+        None,
+        "data-parallel training over this many of this process's devices (batch sharded, state "
+        "replicated); none or 1: one device. batch_size must be a multiple of it",
+    )
 
     def __post_init__(self) -> None:
         self.milestones = tuple(float(m) for m in self.milestones)
@@ -126,6 +132,16 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+        if self.devices is not None:
+            if isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1:
+                raise ValueError(f"devices must be a positive int or None, got {self.devices!r}")
+            if self.batch_size % self.devices:
+                raise ValueError(
+                    f"batch_size={self.batch_size} is not divisible by devices={self.devices}: "
+                    "every device must get the same number of examples"
+                )
+            if self.devices == 1:
+                self.devices = None  # one device: the single-device path, and the same saved config
         if self.train_subset is not None and self.train_subset < self.num_classes:
             raise ValueError(f"train_subset must be at least num_classes={self.num_classes}")
         if self.test_subset is not None and self.test_subset < self.num_classes:

@@ -14,6 +14,7 @@ CLI (:mod:`models.cli`; every :class:`~models.config.TrainConfig` field is a fla
     python -m models.train --preset cpu --workdir runs/resnet20               # full CIFAR-10, 30 epochs
     python -m models.train --preset paper --workdir runs/paper-resnet20       # GPU scale
     python -m models.train --workdir runs/resnet20 --resume                   # continue a run
+    python -m models.train --preset cpu --devices 8 --workdir runs/resnet20   # data-parallel, 8 devices
 
 Where things are: options and presets in :mod:`models.config`; the state, optimiser and the jitted
 steps in :mod:`models.train_state`; this module holds the loop (data order, checkpoint schedule,
@@ -31,6 +32,15 @@ BatchNorm statistics, optimiser state, step, augmentation key), hence ``resume=T
 interrupted run to bit-for-bit the same parameters as an uninterrupted run (same machine and software).
 ``max_steps`` stops a run early as an interruption would (it saves a checkpoint there) and is how the
 tests check this.
+
+Data-parallel training (``devices=D``, ``--devices D``; see :func:`data_parallel`): the same jitted steps
+run on a 1-D ``("data",)`` mesh of D devices, each batch split along its first axis and the state
+replicated; the compiler inserts the all-reduces of the gradient and of the BatchNorm batch statistics,
+which are computed over the whole batch, as on one device. The parameters equal the single-device run's
+up to float round-off (reductions are summed in another order), so they are not bit-for-bit equal across
+device counts, and a run resumes only on the device count it was started with (``devices`` is part of the
+run's configuration; checkpoints are gathered to the host and hold no device layout). ``devices=None``
+(or 1) is the single-device path, unchanged.
 
 Checkpoint schedule: step 0, log-spaced steps ``1, 2, 4, 8, ...`` up to one epoch, every
 ``ckpt_every_epochs`` epochs and the final step ("scheduled"; never deleted), plus the latest epoch end
@@ -65,6 +75,8 @@ __all__ = [
     "train_and_evaluate",
     "checkpoint_schedule",
     "epoch_permutation",
+    "DataParallel",
+    "data_parallel",
 ]
 
 
@@ -89,6 +101,67 @@ def checkpoint_schedule(cfg: TrainConfig, steps_per_epoch: int, total_steps: int
     for epoch in range(cfg.ckpt_every_epochs, cfg.epochs + 1, cfg.ckpt_every_epochs):
         steps.add(epoch * steps_per_epoch)
     return sorted(s for s in steps if s <= total_steps)
+
+
+class DataParallel(NamedTuple):
+    """Where a data-parallel run puts its arrays (:func:`data_parallel`)."""
+
+    mesh: Any  # jax.sharding.Mesh, 1-D, axis "data" of D devices
+    batch: Any  # NamedSharding(mesh, P("data")): the leading (batch) axis split over the D devices
+    replicated: Any  # NamedSharding(mesh, P()): the TrainState and the metric sums, whole on every device
+
+
+def data_parallel(devices: int | None) -> DataParallel | None:
+    """The mesh and shardings of data-parallel training over the first ``devices`` devices.
+
+    Args:
+        devices: Number of devices D (:attr:`TrainConfig.devices`); None or 1: one device.
+
+    Returns:
+        A :class:`DataParallel` for D > 1; None for the single-device path.
+
+    Raises:
+        ValueError: D is not a positive int, exceeds ``jax.device_count()`` (both numbers named), or this
+            is one process of several (``jax.distributed``): the loop feeds every batch from this
+            process's memory, so it trains on one host only.
+    """
+    import jax
+    from jax.sharding import AxisType
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    if devices is not None and (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
+        raise ValueError(f"devices must be a positive int or None, got {devices!r}")
+    if devices is None or devices == 1:
+        return None
+    if devices > jax.device_count():
+        raise ValueError(
+            f"devices={devices} exceeds jax.device_count()={jax.device_count()} "
+            f"({jax.default_backend()}); on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N "
+            "(set before JAX starts) gives N devices"
+        )
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"data-parallel training runs in one process; this is process {jax.process_index()} "
+            f"of {jax.process_count()}"
+        )
+    # Auto axes: the compiler propagates the shardings and inserts the collectives (gradient all-reduce).
+    mesh = jax.make_mesh((devices,), ("data",), (AxisType.Auto,), devices=jax.devices()[:devices])
+    return DataParallel(mesh, NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
+
+
+def _replicate(dp: DataParallel | None, tree: Any) -> Any:
+    """``tree`` placed whole on every device of the mesh (unchanged on one device)."""
+    import jax
+
+    return tree if dp is None else jax.device_put(tree, dp.replicated)
+
+
+def _shard_batch(dp: DataParallel | None, *arrays: np.ndarray) -> tuple[Any, ...]:
+    """Host batches split over the mesh along their first axis (NumPy, unchanged, on one device)."""
+    import jax
+
+    return arrays if dp is None else tuple(jax.device_put(a, dp.batch) for a in arrays)
 
 
 # The optax transformation is a static argument of the jitted steps: one object per optimiser setting
@@ -153,6 +226,14 @@ def _existing_run(cfg: TrainConfig, workdir: Path) -> bool:
             workdir / "config.json", what="run config", fix="restore it or rerun with --overwrite"
         )
         diff = config_diff(saved, cfg)
+        if "devices" in diff:
+            before, now = (d or 1 for d in diff["devices"])
+            raise ValueError(
+                f"cannot resume {workdir} on {now} device(s): it was trained on {before}. Data-parallel "
+                "results differ between device counts by float round-off, so the resumed run would not "
+                f"continue the same trajectory; resume with devices={before} (--devices {before}), or "
+                "start afresh with --overwrite"
+            )
         if diff:
             raise ValueError(f"cannot resume {workdir}: config differs from the saved run in {diff}")
     return has_run
@@ -214,6 +295,7 @@ class _Setup(NamedTuple):
     store: Any  # checkpoints.CheckpointStore
     log: _Log
     static_meta: dict[str, Any]
+    dp: DataParallel | None  # data-parallel mesh and shardings; None on one device
 
 
 @dataclasses.dataclass
@@ -274,6 +356,7 @@ def _evaluate(s: _Setup, state) -> dict[str, float]:
         graphdef=s.graphdef_eval,
         spec=s.spec,
         batch_size=s.cfg.eval_batch_size,
+        batch_sharding=None if s.dp is None else s.dp.batch,
     )
 
 
@@ -289,8 +372,9 @@ def _restore(s: _Setup, state, p: _Progress) -> None:
         model_template=_model_part(state), opt_template=_opt_part(state)
     )
     m, o = restored["model"], restored["opt"]
-    p.state = jax.tree.map(
-        jnp.asarray, TrainState(m["params"], m["batch_stats"], o["opt"], o["step"], o["key"])
+    p.state = _replicate(
+        s.dp,
+        jax.tree.map(jnp.asarray, TrainState(m["params"], m["batch_stats"], o["opt"], o["step"], o["key"])),
     )
     p.step = int(resume_step)
     if int(p.state.step) != p.step:
@@ -299,7 +383,7 @@ def _restore(s: _Setup, state, p: _Progress) -> None:
     p.best_acc = s.store.index.get("best_test_acc")
     last_meta = restored["meta"]
     p.last_eval = {k: last_meta[k] for k in ("test_loss", "test_acc", "test_n") if k in last_meta}
-    s.log.write("resume", step=p.step)
+    s.log.write("resume", step=p.step, devices=s.cfg.devices or 1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -320,7 +404,7 @@ def _train_epoch(s: _Setup, p: _Progress, epoch: int) -> np.ndarray:
     order = epoch_permutation(cfg.seed, epoch, len(s.train_y))
     first = p.step - epoch * spe
     epoch_sums = np.zeros(3)
-    metrics = jnp.zeros(3, jnp.float32)
+    metrics = _replicate(s.dp, jnp.zeros(3, jnp.float32))
     bar = tqdm(
         total=spe * cfg.batch_size,
         initial=first * cfg.batch_size,
@@ -335,8 +419,9 @@ def _train_epoch(s: _Setup, p: _Progress, epoch: int) -> np.ndarray:
     window_steps = 0
     for i in range(first, spe):
         idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        images, labels = _shard_batch(s.dp, s.train_x[idx], s.train_y[idx])
         p.state, metrics = train_step(
-            p.state, metrics, s.train_x[idx], s.train_y[idx], graphdef=s.graphdef_train, tx=s.tx, spec=s.spec
+            p.state, metrics, images, labels, graphdef=s.graphdef_train, tx=s.tx, spec=s.spec
         )
         p.step += 1
         window_steps += 1
@@ -360,7 +445,7 @@ def _train_epoch(s: _Setup, p: _Progress, epoch: int) -> np.ndarray:
                 images_per_s=count / max(elapsed, 1e-9),
             )
             bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}", refresh=False)
-            metrics = jnp.zeros(3, jnp.float32)
+            metrics = _replicate(s.dp, jnp.zeros(3, jnp.float32))
             window_start = time.perf_counter()
             window_steps = 0
             p.window_first = False
@@ -428,7 +513,9 @@ def _finish_epoch(s: _Setup, p: _Progress, epoch: int, epoch_sums: np.ndarray, s
     s.store.prune(keep={p.step} | ({p.best_step} if p.best_step is not None else set()))
 
 
-def _build(cfg: TrainConfig, workdir: Path, has_run: bool, train_data: Any, test_data: Any):
+def _build(
+    cfg: TrainConfig, workdir: Path, has_run: bool, train_data: Any, test_data: Any, dp: DataParallel | None
+):
     """Loads and checks the data, writes ``config.json``, builds the model, optimiser and fixed pieces.
 
     Returns ``(setup, initial TrainState, number of parameters)``.
@@ -492,9 +579,11 @@ def _build(cfg: TrainConfig, workdir: Path, has_run: bool, train_data: Any, test
             total_steps=total_steps,
             n_train=n_train,
             config=cfg.to_dict(),
+            devices=cfg.devices or 1,
         ),
+        dp=dp,
     )
-    return s, init_state(params, batch_stats, tx, seed=cfg.seed), n_params
+    return s, _replicate(dp, init_state(params, batch_stats, tx, seed=cfg.seed)), n_params
 
 
 def train_and_evaluate(
@@ -519,7 +608,8 @@ def train_and_evaluate(
         Summary dict: ``final_step``, ``epochs_completed``, ``interrupted`` (stopped by
         ``max_steps``), ``final_test_acc``, ``best_test_acc``, ``best_step``,
         ``train_images_per_s`` (steady-state, excluding compilation and evaluation),
-        ``wall_time_s``, ``checkpoints`` (steps) and ``workdir``.
+        ``wall_time_s``, ``devices`` (data-parallel device count, 1 on one device), ``checkpoints``
+        (steps) and ``workdir``.
     """
     import jax
 
@@ -530,8 +620,9 @@ def train_and_evaluate(
     workdir = Path(workdir)
     t_start = time.time()
     parse_arch(cfg.arch)  # fail fast on an unknown architecture (ValueError naming the valid ones)
+    dp = data_parallel(cfg.devices)  # fail fast: more devices than there are (ValueError naming both)
     has_run = _existing_run(cfg, workdir)
-    s, state, n_params = _build(cfg, workdir, has_run, train_data, test_data)
+    s, state, n_params = _build(cfg, workdir, has_run, train_data, test_data, dp)
     steps_per_epoch, total_steps = s.steps_per_epoch, s.total_steps
     p = _Progress(state=state, step=0)
     try:
@@ -547,6 +638,7 @@ def train_and_evaluate(
                 steps_per_epoch=steps_per_epoch,
                 total_steps=total_steps,
                 backend=jax.default_backend(),
+                devices=cfg.devices or 1,
             )
             if 0 in s.scheduled:
                 _save(s, p.state, 0, ["scheduled"], _evaluate(s, p.state) if cfg.eval_at_checkpoints else {})
@@ -573,6 +665,7 @@ def train_and_evaluate(
         final_test_loss=p.last_eval.get("test_loss"),
         best_test_acc=p.best_acc,
         best_step=p.best_step,
+        devices=cfg.devices or 1,
         train_images_per_s=(p.timed_images / p.timed_seconds) if p.timed_seconds > 0 else None,
         wall_time_s=time.time() - t_start,
         checkpoints=ckpt.list_checkpoints(workdir),

@@ -190,10 +190,18 @@ def evaluate(
     graphdef: nnx.GraphDef,
     spec: LossSpec,
     batch_size: int,
+    batch_sharding: Any = None,
 ) -> dict[str, float]:
-    """Test loss / accuracy over ``images [N, 32, 32, 3]`` in fixed-size (zero-padded) batches."""
+    """Test loss / accuracy over ``images [N, 32, 32, 3]`` in fixed-size (zero-padded) batches.
+
+    ``batch_sharding`` (a ``NamedSharding`` splitting the leading axis, as in data-parallel training)
+    places every batch over its devices; the batch size is then rounded up to a multiple of their number.
+    """
     n = len(labels)
     bs = min(batch_size, n)
+    if batch_sharding is not None:
+        d = batch_sharding.num_devices
+        bs = -(-bs // d) * d
     totals = []
     for start in range(0, n, bs):
         xb, yb = images[start : start + bs], labels[start : start + bs]
@@ -203,6 +211,8 @@ def evaluate(
             valid[len(yb) :] = 0
             xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
             yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
+        if batch_sharding is not None:
+            xb, yb, valid = jax.device_put((xb, yb, valid), batch_sharding)
         totals.append(eval_step(params, batch_stats, xb, yb, valid, graphdef=graphdef, spec=spec))
     loss_sum, correct, count = np.sum(jax.device_get(totals), axis=0)
     return {"test_loss": float(loss_sum / count), "test_acc": float(correct / count), "test_n": int(count)}
