@@ -21,6 +21,14 @@ Usage::
     python benchmarks/train_throughput.py --smoke        # tiny CI run (seconds)
     python benchmarks/train_throughput.py --xla-flags="--xla_cpu_use_onednn=true"
     python benchmarks/train_throughput.py --conv-impl barrier xla   # one JAX row per conv_impl
+    python benchmarks/train_throughput.py --devices 8 --no-torch     # data-parallel JAX step on 8 devices
+    python benchmarks/train_throughput.py --devices 8 --no-torch \
+        --xla-flags=--xla_force_host_platform_device_count=8         # ... on 8 forced CPU devices (overhead)
+
+With ``--devices D`` the JAX rows run the step data-parallel exactly as ``models.train`` does with
+``devices=D`` (batch split over the first D devices, state replicated; each host batch is placed on the
+devices inside the timed loop, as in training). Forced CPU devices share the same cores: that measures the
+overhead of partitioning, not a speed-up.
 
 PyTorch is optional: without it the JAX numbers are printed and the comparison is
 skipped with a message.
@@ -62,7 +70,13 @@ def _time_rounds(run_round, repeats: int) -> tuple[float, float]:
 
 
 def bench_jax(
-    arch: str, batch_size: int, steps: int, warmup: int, repeats: int, conv_impl: str = "auto"
+    arch: str,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    repeats: int,
+    conv_impl: str = "auto",
+    devices: int | None = None,
 ) -> dict:
     import jax
     import jax.numpy as jnp
@@ -74,29 +88,36 @@ def bench_jax(
     from models.data import normalize
     from models.nets import count_params
     from models.nets import create_model
+    from models.train import data_parallel
     from models.train_state import LossSpec
     from models.train_state import init_state
     from models.train_state import make_optimizer
     from models.train_state import train_step as jitted_train_step
 
-    cfg = TrainConfig(arch=arch, batch_size=batch_size, epochs=1, progress=False)
+    cfg = TrainConfig(arch=arch, batch_size=batch_size, epochs=1, progress=False, devices=devices)
+    dp = data_parallel(cfg.devices)  # None on one device
+
+    def place(tree, sharding):  # host arrays stay on the host on one device, as in models.train
+        return tree if dp is None else jax.device_put(tree, sharding)
+
     model = create_model(arch, rngs=nnx.Rngs(0), conv_impl=conv_impl)
     graphdef_eval, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.train()
     graphdef_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.eval()
     tx, _ = make_optimizer(cfg, steps_per_epoch=100)
-    state = init_state(params, stats, tx, seed=0)
+    state = place(init_state(params, stats, tx, seed=0), dp and dp.replicated)
     spec = LossSpec(cfg.num_classes, cfg.label_smoothing, cfg.augment)
 
     def train_step(st, m, x, y):
+        x, y = place((x, y), dp and dp.batch)
         return jitted_train_step(st, m, x, y, graphdef=graphdef_train, tx=tx, spec=spec)
 
     rng = np.random.default_rng(0)
     nb = 4  # a few distinct host batches, as in training
     xs = [rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8) for _ in range(nb)]
     ys = [rng.integers(0, 10, (batch_size,), dtype=np.int32) for _ in range(nb)]
-    metrics = jnp.zeros(3, jnp.float32)
+    metrics = place(jnp.zeros(3, jnp.float32), dp and dp.replicated)
     holder = {"state": state, "metrics": metrics}
 
     def train_round(n):
@@ -115,6 +136,7 @@ def bench_jax(
 
     # (the training state above was donated; use a fresh model for inference)
     gd, st_eval = nnx.split(eval_view(create_model(arch, rngs=nnx.Rngs(0), conv_impl=conv_impl)))
+    st_eval = place(st_eval, dp and dp.replicated)
 
     @jax.jit
     def forward(state, x):
@@ -123,7 +145,7 @@ def bench_jax(
     def fwd_round(n):
         out = None
         for i in range(n):
-            out = forward(st_eval, xs[i % nb])
+            out = forward(st_eval, place(xs[i % nb], dp and dp.batch))
         jax.block_until_ready(out)
 
     fwd_round(max(warmup, 1))
@@ -309,6 +331,13 @@ def main(argv=None) -> int:
         default=["auto"],
         help="models.nets conv_impl option(s) for the JAX rows, e.g. 'barrier xla' (one row each)",
     )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="JAX rows data-parallel over this many devices (TrainConfig.devices; CPU: add "
+        "--xla-flags=--xla_force_host_platform_device_count=N)",
+    )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument(
         "--smoke", action="store_true", help="tiny CI run: resnet8_w0.25 + vgg11_w0.125, batch 16, 1 round"
@@ -348,7 +377,7 @@ def main(argv=None) -> int:
     print(
         f"settings: batch {args.batch_size}, {args.steps} steps x {args.repeats} rounds (median), "
         f"{args.warmup} warm-up steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(none)'}; "
-        f"conv_impl {' '.join(args.conv_impl)}; "
+        f"conv_impl {' '.join(args.conv_impl)}; JAX devices {args.devices or 1} of {jax.device_count()}; "
         f"torch threads {torch.get_num_threads() if torch else '-'}"
     )
     if torch is None and not args.no_torch:
@@ -361,7 +390,9 @@ def main(argv=None) -> int:
     results = {}
     for arch in args.archs:
         r = {
-            f"jax:{impl}": bench_jax(arch, args.batch_size, args.steps, args.warmup, args.repeats, impl)
+            f"jax:{impl}": bench_jax(
+                arch, args.batch_size, args.steps, args.warmup, args.repeats, impl, args.devices
+            )
             for impl in args.conv_impl
         }
         r["jax"] = max((r[f"jax:{impl}"] for impl in args.conv_impl), key=lambda v: v["train_ips"])
@@ -406,6 +437,7 @@ def main(argv=None) -> int:
                     cores=cores,
                     batch_size=args.batch_size,
                     xla_flags=os.environ.get("XLA_FLAGS", ""),
+                    devices=args.devices or 1,
                     results=results,
                 ),
                 f,
