@@ -154,3 +154,25 @@ def test_devices_flag():
     assert cli.config_from_args(parser.parse_args(["--workdir", "x", "--devices", "none"])).devices is None
     with pytest.raises(SystemExit):  # 128 is not a multiple of 3: a parser error, before any work
         cli.main(["--workdir", "x", "--preset", "cpu", "--devices", "3"])
+
+
+@pytest.mark.slow
+def test_train_throughput_devices_smoke():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/train_throughput.py",
+            "--smoke",
+            "--no-torch",
+            "--archs",
+            "resnet8_w0.25",
+        ]
+        + ["--devices", "2", "--xla-flags=--xla_force_host_platform_device_count=2"],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "JAX devices 2 of 2" in proc.stdout and "resnet8_w0.25" in proc.stdout
