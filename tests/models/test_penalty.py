@@ -309,3 +309,28 @@ def test_training_with_penalty_logs_it_resumes_exactly_and_refuses_another_lambd
     b, _ = models.load_checkpoint(tmp_path / "part", "last")
     for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b))):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow
+def test_regularizer_experiment_runs_on_the_training_option():
+    import argparse
+
+    from experiments import regularizer
+    from models.data import Dataset
+
+    args = argparse.Namespace(
+        arch="resnet8_w0.25",
+        epochs=1,
+        batch=10,
+        lr=0.05,
+        seed=0,
+        kind="length",
+        space="angular_cka",
+        probe=10,
+    )
+    assert regularizer.train_config(0.3, args).path_penalty == 0.3
+    train, test = Dataset(*_batch(20, 0), "synthetic"), Dataset(*_batch(10, 1), "synthetic")
+    r = regularizer.run(0.3, args, train, test)
+    assert r["final_train_penalty"] > 0 and 0 <= r["test_acc"] <= 1
+    for geo in r["geometry"].values():
+        assert geo["length"] > 0 and 0 < geo["straightness"] <= 1 + 1e-6
