@@ -1,9 +1,11 @@
 """Small experiment: train a tiny ResNet with and without a path-length penalty (geopath.path_penalty).
 
 The loss is ``cross_entropy + lam * path_penalty(space, layers_of(minibatch))``, where ``layers_of`` are the
-train-mode activations of the minibatch at every named layer of the network (input ... logits). After
-training, the path of a fixed probe set of test images (eval mode) is measured in the same space: its
-length, the direct distance input -> logits, and the straightness ``direct / length``.
+train-mode activations of the minibatch at every named layer of the network (input ... logits): the
+training option ``TrainConfig.path_penalty`` (``python -m models.train --path-penalty LAM``), whose step
+(:func:`models.train_state.train_step`) this script runs with its own data order. After training, the path
+of a fixed probe set of test images (eval mode) is measured in angular CKA and in the angular shape metric:
+its length, the direct distance input -> logits, and the straightness ``direct / length``.
 
 Kept small on purpose (a shared CPU): ResNet-8, a few thousand CIFAR-10 images, a few epochs. Run as a
 script from the repository root::
@@ -25,72 +27,75 @@ if __package__ in (None, ""):  # run as a script: import this checkout's geopath
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 import geopath as gp
 import models
 from models import data
+from models import train_state
+from models.config import PATH_PENALTY_KINDS
+from models.config import PATH_PENALTY_SPACES
 
 
-def _spaces():
-    return {"cka": gp.AngularCKA(), "shape": gp.AngularShape(alpha=1.0)}
-
-
-def make_steps(graphdef_train, graphdef_eval, tx, space, lam: float, kind: str):
-    """Jitted ``train_step(params, stats, opt, x, y)`` and ``eval_forward(params, stats, x)``."""
-
-    def loss_fn(params_and_stats, x, y):
-        # Differentiating w.r.t. the BatchNorm statistics too keeps NNX's Variables on one trace level.
-        model = nnx.merge(graphdef_train, *params_and_stats)
-        out = model.forward(x)
-        ce = optax.softmax_cross_entropy_with_integer_labels(out["logits"], y).mean()
-        pen = gp.path_penalty(space, list(out.values()), kind=kind) if lam > 0 else jnp.zeros(())
-        return ce + lam * pen, (ce, pen, out["logits"], nnx.state(model, nnx.BatchStat))
-
-    @jax.jit
-    def train_step(params, stats, opt, x, y):
-        (_, (ce, pen, logits, stats)), g = jax.value_and_grad(loss_fn, has_aux=True)((params, stats), x, y)
-        updates, opt = tx.update(g[0], opt, params)
-        params = optax.apply_updates(params, updates)
-        acc = jnp.mean(jnp.argmax(logits, -1) == y)
-        return params, stats, opt, ce, pen, acc
-
-    @jax.jit
-    def eval_forward(params, stats, x):
-        return nnx.merge(graphdef_eval, params, stats).forward(x)
-
-    return train_step, eval_forward
+def train_config(lam: float, args) -> models.TrainConfig:
+    """The training options of one run: SGD (momentum 0.9, no Nesterov, no weight decay), cosine decay
+    without warmup, no augmentation, no label smoothing, and the path penalty ``lam``."""
+    return models.TrainConfig(
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch,
+        lr=args.lr,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        schedule="cosine",
+        warmup_epochs=0.0,
+        augment=False,
+        label_smoothing=0.0,
+        seed=args.seed,
+        path_penalty=lam,
+        path_penalty_kind=args.kind,
+        path_penalty_space=args.space,
+    )
 
 
 def run(lam: float, args, train, test) -> dict:
-    space = _spaces()[args.space]
-    model = models.create_model(args.arch, rngs=nnx.Rngs(args.seed))
+    cfg = train_config(lam, args)
+    model = models.create_model(cfg.arch, rngs=nnx.Rngs(cfg.seed))
     model.train()
     graphdef_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.eval()
     graphdef_eval = nnx.split(model, nnx.Param, nnx.BatchStat)[0]
-    steps_per_epoch = len(train.labels) // args.batch
-    sched = optax.cosine_decay_schedule(args.lr, steps_per_epoch * args.epochs)
-    tx = optax.sgd(sched, momentum=0.9)
-    opt = tx.init(params)
-    train_step, eval_forward = make_steps(graphdef_train, graphdef_eval, tx, space, lam, args.kind)
-    rng = np.random.default_rng(args.seed)
-    xtr = np.asarray(data.normalize(train.images))
+    steps_per_epoch = len(train.labels) // cfg.batch_size
+    tx, _ = train_state.make_optimizer(cfg, steps_per_epoch)
+    spec = train_state.loss_spec(cfg)
+    state = train_state.init_state(params, stats, tx, seed=cfg.seed)
+    eval_forward = jax.jit(lambda params, stats, x: nnx.merge(graphdef_eval, params, stats).forward(x))
+    # This script's own data order (kept so that docs/regularizer.md's numbers reproduce); the step is
+    # the training loop's (models.train_state.train_step, the path penalty as a TrainConfig option).
+    rng = np.random.default_rng(cfg.seed)
     ytr = train.labels
     step_times, ce_hist, pen_hist = [], [], []
-    for _ in range(args.epochs):
+    for _ in range(cfg.epochs):
         order = rng.permutation(len(ytr))
         for i in range(steps_per_epoch):
-            idx = order[i * args.batch : (i + 1) * args.batch]
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             t0 = time.perf_counter()
-            params, stats, opt, ce, pen, acc = train_step(params, stats, opt, xtr[idx], ytr[idx])
-            jax.block_until_ready(params)
+            state, sums = train_state.train_step(
+                state,
+                train_state.zero_metrics(spec),
+                train.images[idx],
+                ytr[idx],
+                graphdef=graphdef_train,
+                tx=tx,
+                spec=spec,
+            )
+            sums = np.asarray(sums)  # (ce * n, correct, n[, penalty * n])
             step_times.append(time.perf_counter() - t0)
-            ce_hist.append(float(ce))
-            pen_hist.append(float(pen))
+            ce_hist.append(float(sums[0] / sums[2]))
+            pen_hist.append(float(sums[3] / sums[2]) if lam > 0 else 0.0)
+    params, stats = state.params, state.batch_stats
     # evaluation: accuracy on the test subset, path geometry of a probe of test images
     xte = np.asarray(data.normalize(test.images))
     correct = 0
@@ -100,7 +105,8 @@ def run(lam: float, args, train, test) -> dict:
     probe = eval_forward(params, stats, xte[: args.probe])
     layers = list(probe.values())
     geo = {}
-    for name, sp in _spaces().items():
+    for name in PATH_PENALTY_SPACES:
+        sp = train_state.penalty_space(name)
         pts = [sp.point(v) for v in layers]
         length = float(gp.path_length(sp, pts))
         direct = float(sp.distance(*sp.common(pts[0], pts[-1])))
@@ -122,8 +128,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="resnet8")
     ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.1, 0.3])
-    ap.add_argument("--space", choices=sorted(_spaces()), default="cka", help="space of the training penalty")
-    ap.add_argument("--kind", choices=("length", "excess", "turning"), default="length")
+    ap.add_argument(
+        "--space", choices=PATH_PENALTY_SPACES, default="angular_cka", help="space of the training penalty"
+    )
+    ap.add_argument("--kind", choices=PATH_PENALTY_KINDS, default="length")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--per-class", type=int, default=200, help="training images per class")
     ap.add_argument("--test-per-class", type=int, default=100)
@@ -145,7 +153,7 @@ def main(argv=None) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        c, s = r["geometry"]["cka"], r["geometry"]["shape"]
+        c, s = r["geometry"]["angular_cka"], r["geometry"]["angular_shape"]
         print(
             f"| {r['lam']:g} | {r['test_acc']:.3f} | {r['final_train_ce']:.3f} | {r['final_train_penalty']:.3f} "
             f"| {c['length']:.3f} | {c['straightness']:.3f} | {s['length']:.3f} | {s['straightness']:.3f} "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from flax import nnx
 
 from .nets import layer_names
 
-__all__ = ["capture", "eval_view", "resolve_layers"]
+__all__ = ["capture", "eval_view", "resolve_layers", "path_layers"]
 
 # (graphdef, kept layers, normalize?) -> jitted fn(state, x) -> tuple of arrays.
 # GraphDefs are hashable and compare by structure, so two models with the same
@@ -53,6 +54,24 @@ def resolve_layers(model: nnx.Module, layers: str | Iterable[str] | None) -> tup
         raise ValueError(f"unknown layer name(s) {unknown} for {type(model).__name__}; valid layers: {valid}")
     keep = set(wanted)
     return tuple(name for name in valid if name in keep)
+
+
+def path_layers(outputs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The layers that make up a network's path, from the outputs of ``model.forward`` (in network order).
+
+    Every layer, less one that only drops the singleton spatial axes of the previous kept layer
+    (``[n, 1, 1, C]`` -> ``[n, C]``, e.g. VGG's ``features`` after a 1x1 last pool): the same point twice
+    adds a zero-length step and an undefined turning angle. This is what the paths experiment's value
+    check drops, decided from the shapes alone, so it works on tracers inside a jitted step.
+    """
+    names = list(outputs)
+    keep = names[:1]
+    for name in names[1:]:
+        prev, cur = tuple(outputs[keep[-1]].shape), tuple(outputs[name].shape)
+        if len(prev) > 2 and all(d == 1 for d in prev[1:-1]) and cur == (prev[0], prev[-1]):
+            continue
+        keep.append(name)
+    return tuple(keep)
 
 
 def _capture_fn(graphdef: Any, keep: tuple[str, ...], normalize_input: bool):

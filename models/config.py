@@ -19,6 +19,8 @@ __all__ = [
     "TrainConfig",
     "PRESETS",
     "RESUME_MUTABLE",
+    "PATH_PENALTY_KINDS",
+    "PATH_PENALTY_SPACES",
     "config_diff",
     "run_fingerprint",
 ]
@@ -37,6 +39,17 @@ RESUME_MUTABLE = frozenset(
         "overwrite",
     }
 )
+
+
+# The path-geometry regulariser of the training loss (geopath.path_penalty): its kinds, and the spaces it
+# may be measured in (named as the paths experiment names its metrics; built in models.train_state).
+PATH_PENALTY_KINDS = ("length", "excess", "turning")
+PATH_PENALTY_SPACES = ("angular_cka", "angular_shape")
+
+# Fields added after runs were first saved whose default reproduces those runs exactly: a saved config.json
+# without one of them was made with its default, and at the default it is left out of the run fingerprint
+# (so the representation caches of older runs stay valid).
+_LATER_FIELDS = frozenset({"path_penalty", "path_penalty_kind", "path_penalty_space", "devices"})
 
 
 def _opt(default: Any, help: str, **metadata: Any) -> Any:
@@ -88,6 +101,19 @@ class TrainConfig:
     lr_decay: float = _opt(0.1, "step schedule: factor at each milestone")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy targets")
     seed: int = _opt(0, "seed of the initialisation, data order and augmentation")
+    # path-geometry regulariser: loss = cross-entropy + path_penalty * geopath.path_penalty(space, layers
+    # of the minibatch, kind=...), on the train-mode activations of every layer (docs/regularizer.md)
+    path_penalty: float = _opt(0.0, "weight lambda of the path penalty in the loss (0: off, no extra work)")
+    path_penalty_kind: str = _opt(
+        "length",
+        "length: path length; excess: length - d(input, logits); turning: total turning angle",
+        choices=PATH_PENALTY_KINDS,
+    )
+    path_penalty_space: str = _opt(
+        "angular_cka",
+        "space the minibatch's path is measured in (angular_shape: alpha=1)",
+        choices=PATH_PENALTY_SPACES,
+    )
     # evaluation, logging, checkpoints
     eval_every_epochs: int = _opt(1, "epochs between test-set evaluations")
     eval_batch_size: int = _opt(500, "evaluation batch size")
@@ -148,6 +174,18 @@ class TrainConfig:
             raise ValueError(f"test_subset must be at least num_classes={self.num_classes}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        lam = self.path_penalty
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam < float("inf"):
+            raise ValueError(f"path_penalty must be a finite number >= 0, got {self.path_penalty!r}")
+        self.path_penalty = float(self.path_penalty)
+        if self.path_penalty_kind not in PATH_PENALTY_KINDS:
+            raise ValueError(
+                f"path_penalty_kind must be one of {PATH_PENALTY_KINDS}, got {self.path_penalty_kind!r}"
+            )
+        if self.path_penalty_space not in PATH_PENALTY_SPACES:
+            raise ValueError(
+                f"path_penalty_space must be one of {PATH_PENALTY_SPACES}, got {self.path_penalty_space!r}"
+            )
         if not all(0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing fractions in (0, 1), got {self.milestones}")
 
@@ -169,18 +207,26 @@ def config_diff(saved: Mapping[str, Any], config: TrainConfig) -> dict[str, tupl
     """``{field: (saved value, new value)}`` for every field outside :data:`RESUME_MUTABLE` that differs.
 
     ``saved`` is a run's ``config.json``; an empty result means ``config`` may resume (or reuse) that run.
+    A field that a run saved before it existed (see ``_LATER_FIELDS``) compares as its default.
     """
-    return {
-        k: (saved.get(k), v)
-        for k, v in config.to_dict().items()
-        if k not in RESUME_MUTABLE and saved.get(k) != v
-    }
+    defaults = TrainConfig().to_dict()
+    out = {}
+    for k, v in config.to_dict().items():
+        old = saved.get(k, defaults[k]) if k in _LATER_FIELDS else saved.get(k)
+        if k not in RESUME_MUTABLE and old != v:
+            out[k] = (old, v)
+    return out
 
 
 def run_fingerprint(saved: Mapping[str, Any]) -> str:
     """12-hex-digit hash of a run's ``config.json`` without the :data:`RESUME_MUTABLE` fields: two runs
     with the same fingerprint produce the same checkpoints."""
-    stable = {k: v for k, v in sorted(saved.items()) if k not in RESUME_MUTABLE}
+    defaults = TrainConfig().to_dict()
+    stable = {
+        k: v
+        for k, v in sorted(saved.items())
+        if k not in RESUME_MUTABLE and not (k in _LATER_FIELDS and v == defaults[k])
+    }
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -395,16 +395,16 @@ def _train_epoch(s: _Setup, p: _Progress, epoch: int) -> np.ndarray:
     """Trains from ``p.step`` to the end of ``epoch`` (or to ``stop_at``); returns the epoch's train sums
     ``(loss * n, correct, n)`` of this process. Saves the mid-epoch scheduled and interruption checkpoints."""
     import jax
-    import jax.numpy as jnp
     from tqdm.auto import tqdm
 
     from .train_state import train_step
+    from .train_state import zero_metrics
 
     cfg, spe = s.cfg, s.steps_per_epoch
     order = epoch_permutation(cfg.seed, epoch, len(s.train_y))
     first = p.step - epoch * spe
     epoch_sums = np.zeros(3)
-    metrics = _replicate(s.dp, jnp.zeros(3, jnp.float32))
+    metrics = _replicate(s.dp, zero_metrics(s.spec))
     bar = tqdm(
         total=spe * cfg.batch_size,
         initial=first * cfg.batch_size,
@@ -429,7 +429,7 @@ def _train_epoch(s: _Setup, p: _Progress, epoch: int) -> np.ndarray:
         must_save = p.step in s.scheduled and not end_of_epoch
         stopping = p.step >= s.stop_at
         if window_steps >= cfg.log_every or end_of_epoch or must_save or stopping:
-            loss_sum, correct, count = (float(v) for v in jax.device_get(metrics))
+            loss_sum, correct, count, *penalty = (float(v) for v in jax.device_get(metrics))
             elapsed = time.perf_counter() - window_start
             if not p.window_first:
                 p.timed_images += int(count)
@@ -443,9 +443,10 @@ def _train_epoch(s: _Setup, p: _Progress, epoch: int) -> np.ndarray:
                 acc=correct / count,
                 lr=float(s.schedule(p.step - 1)),
                 images_per_s=count / max(elapsed, 1e-9),
+                **({"penalty": penalty[0] / count} if penalty else {}),
             )
             bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}", refresh=False)
-            metrics = _replicate(s.dp, jnp.zeros(3, jnp.float32))
+            metrics = _replicate(s.dp, zero_metrics(s.spec))
             window_start = time.perf_counter()
             window_steps = 0
             p.window_first = False
@@ -525,8 +526,8 @@ def _build(
     from . import checkpoints as ckpt
     from .nets import count_params
     from .nets import create_model
-    from .train_state import LossSpec
     from .train_state import init_state
+    from .train_state import loss_spec
 
     if train_data is None or test_data is None:
         loaded_train, loaded_test = _load_data(cfg)
@@ -567,7 +568,7 @@ def _build(
         graphdef_eval=graphdef_eval,
         tx=tx,
         schedule=schedule,
-        spec=LossSpec(cfg.num_classes, float(cfg.label_smoothing), bool(cfg.augment)),
+        spec=loss_spec(cfg),
         store=ckpt.CheckpointStore(workdir),
         log=_Log(workdir / "metrics.jsonl"),
         static_meta=dict(

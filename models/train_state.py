@@ -12,7 +12,11 @@ decay, either ``"l2"`` (coupled: ``wd * w`` is added to the gradient before mome
 the decay bypasses the momentum buffer). Learning-rate schedule: ``cosine`` (to zero), ``step``
 (multiply by ``lr_decay`` at ``milestones``, given as fractions of training) or ``constant``, each
 with an optional linear warmup from 0 over ``warmup_epochs``. Cross-entropy loss, optional label
-smoothing.
+smoothing, and optionally the path-geometry regulariser (``cfg.path_penalty > 0``): the loss becomes
+``cross_entropy + lam * geopath.path_penalty(space, layers, kind=kind)``, where ``layers`` are the train-mode
+activations of the minibatch at every layer of the network's path (:func:`models.capture.path_layers`:
+input ... logits), from the same forward pass as the logits. With ``lam == 0`` the step is the plain
+cross-entropy step (nothing is captured or computed for the penalty).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from .capture import path_layers
 from .config import TrainConfig
 from .data import augment as augment_images
 from .data import normalize
@@ -34,9 +39,13 @@ from .data import normalize
 __all__ = [
     "TrainState",
     "LossSpec",
+    "loss_spec",
+    "penalty_space",
+    "zero_metrics",
     "init_state",
     "make_optimizer",
     "make_schedule",
+    "training_loss",
     "train_step",
     "eval_step",
     "evaluate",
@@ -59,6 +68,36 @@ class LossSpec(NamedTuple):
     num_classes: int
     label_smoothing: float = 0.0
     augment: bool = True
+    path_penalty: float = 0.0  # lambda; 0 = the plain cross-entropy step
+    path_penalty_kind: str = "length"  # a kind of geopath.path_penalty
+    path_penalty_space: str = "angular_cka"  # one of models.config.PATH_PENALTY_SPACES
+
+
+def loss_spec(cfg: TrainConfig) -> LossSpec:
+    """The :class:`LossSpec` of a training configuration."""
+    return LossSpec(
+        cfg.num_classes,
+        float(cfg.label_smoothing),
+        bool(cfg.augment),
+        float(cfg.path_penalty),
+        cfg.path_penalty_kind,
+        cfg.path_penalty_space,
+    )
+
+
+def penalty_space(name: str):
+    """The geopath space of a ``path_penalty_space`` name (one of ``models.config.PATH_PENALTY_SPACES``)."""
+    import geopath as gp
+
+    spaces = {"angular_cka": gp.AngularCKA, "angular_shape": lambda: gp.AngularShape(alpha=1.0)}
+    if name not in spaces:
+        raise ValueError(f"path_penalty_space must be one of {tuple(spaces)}, got {name!r}")
+    return spaces[name]()
+
+
+def zero_metrics(spec: LossSpec) -> jax.Array:
+    """float32 ``[3]`` (``[4]`` with a path penalty): the zero running sums that :func:`train_step` adds to."""
+    return jnp.zeros(4 if spec.path_penalty else 3, jnp.float32)
 
 
 def make_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
@@ -113,6 +152,47 @@ def _loss(logits: jax.Array, labels: jax.Array, spec: LossSpec) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
+def training_loss(
+    params_and_stats: tuple[Any, Any],
+    x: jax.Array,
+    labels: jax.Array,
+    *,
+    graphdef: nnx.GraphDef,
+    spec: LossSpec,
+) -> tuple[jax.Array, tuple[jax.Array, Any, tuple[jax.Array, ...]]]:
+    """The training objective of one minibatch (train mode), what :func:`train_step` differentiates.
+
+    Args:
+        params_and_stats: ``(params, batch_stats)``. Differentiating w.r.t. the BatchNorm statistics as well
+            keeps NNX's Variables on one trace level; their (zero) gradients are dropped.
+        x: float ``[B, 32, 32, 3]`` normalised (augmented) images; labels: int32 ``[B]``.
+        graphdef: the model's graph definition in train mode; spec: the loss options.
+
+    Returns:
+        ``(loss [], (logits [B, C], new batch_stats, parts))``: ``loss`` is the mean cross-entropy, plus
+        ``spec.path_penalty * penalty`` when that is > 0, and then ``parts = (cross_entropy [], penalty [])``;
+        ``parts = ()`` without a penalty.
+    """
+    model = nnx.merge(graphdef, *params_and_stats)
+    if not spec.path_penalty:
+        logits = model(x)
+        loss = _loss(logits, labels, spec).mean()
+        return loss, (logits, nnx.state(model, nnx.BatchStat), ())
+    out = model.forward(x)
+    logits = out["logits"]
+    ce = _loss(logits, labels, spec).mean()
+    penalty = _path_penalty(out, spec)
+    return ce + spec.path_penalty * penalty, (logits, nnx.state(model, nnx.BatchStat), (ce, penalty))
+
+
+def _path_penalty(outputs, spec: LossSpec) -> jax.Array:
+    """``geopath.path_penalty`` of the minibatch's layers ``outputs`` (``model.forward``), a scalar."""
+    import geopath as gp
+
+    layers = [outputs[name] for name in path_layers(outputs)]
+    return gp.path_penalty(penalty_space(spec.path_penalty_space), layers, kind=spec.path_penalty_kind)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "tx", "spec"), donate_argnames=("state", "metrics"))
 def train_step(
     state: TrainState,
@@ -128,7 +208,9 @@ def train_step(
 
     Args:
         state: the current :class:`TrainState` (donated).
-        metrics: float32 ``[3]`` running sums ``(loss * n, correct, n)`` (donated).
+        metrics: float32 running sums (donated): ``[3]`` ``(loss * n, correct, n)``, where ``loss`` is the
+            cross-entropy; with ``spec.path_penalty > 0``, ``[4]``: ``(..., penalty * n)``. Start from
+            :func:`zero_metrics`.
         images: uint8 ``[B, 32, 32, 3]``; labels: int32 ``[B]``.
         graphdef: the model's graph definition in train mode (``nnx.split(model, nnx.Param, nnx.BatchStat)``).
         tx: the optax transformation; spec: loss and augmentation options.
@@ -140,22 +222,18 @@ def train_step(
     x = augment_images(key, images) if spec.augment else images
     x = normalize(x)
 
-    def loss_fn(params_and_stats):
-        # Differentiating w.r.t. the BatchNorm statistics as well keeps NNX's
-        # Variables on one trace level; their (zero) gradients are dropped.
-        model = nnx.merge(graphdef, *params_and_stats)
-        logits = model(x)
-        loss = _loss(logits, labels, spec).mean()
-        return loss, (logits, nnx.state(model, nnx.BatchStat))
-
-    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        (state.params, state.batch_stats)
+    (loss, (logits, new_stats, parts)), grads = jax.value_and_grad(training_loss, has_aux=True)(
+        (state.params, state.batch_stats), x, labels, graphdef=graphdef, spec=spec
     )
     updates, opt_state = tx.update(grads[0], state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     n = jnp.float32(labels.shape[0])
     correct = jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-    metrics = metrics + jnp.stack([loss * n, correct, n])
+    if parts:
+        ce, penalty = parts
+        metrics = metrics + jnp.stack([ce * n, correct, n, penalty * n])
+    else:
+        metrics = metrics + jnp.stack([loss * n, correct, n])
     return TrainState(params, new_stats, opt_state, state.step + 1, state.key), metrics
 
 

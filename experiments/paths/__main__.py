@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from models.cli import add_config_flags
 from models.cli import config_overrides
 
+from .config import EMBEDDINGS
 from .config import METRICS
 from .config import PRESETS
 from .config import ExperimentConfig
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="precision of the geometry (training is always float32)",
     )
+    g.add_argument(
+        "--embedding",
+        choices=EMBEDDINGS,
+        default=None,
+        help="embedding of the path figures: classical MDS (default), spherical MDS on S^2 (angular "
+        "metrics only; great-circle distances approximate the angles) or both",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_flags(
         p, exclude=_NOT_TRAINING_FLAGS, title="training of every network (models.config.TrainConfig)"
@@ -110,6 +118,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> ExperimentConfig:
             "capture_batch_size",
             "max_checkpoints",
             "precision",
+            "embedding",
         )
         if getattr(args, k) is not None
     }

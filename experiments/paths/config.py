@@ -17,6 +17,7 @@ from models.config import TrainConfig
 
 __all__ = [
     "NUM_CLASSES",
+    "EMBEDDINGS",
     "METRICS",
     "MetricSpec",
     "parse_metric",
@@ -26,6 +27,11 @@ __all__ = [
 ]
 
 NUM_CLASSES = 10
+
+# Embeddings of the joint distance matrix drawn in the figures: classical MDS (Euclidean plane), spherical
+# MDS (great circles on the unit sphere S^2: natural for the angular metrics, whose distances are angles;
+# computed for the metrics in radians only), or both.
+EMBEDDINGS = ("classical", "spherical", "both")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -140,6 +146,7 @@ class ExperimentConfig:
     capture_batch_size: int = 250
     max_checkpoints: int | None = None  # subsample the scheduled checkpoints (log-evenly), keep first/last
     precision: str = "float64"
+    embedding: str = "classical"  # one of EMBEDDINGS: the path figures' embedding(s) of the joint distances
     progress: bool = True
     preset: str | None = None
 
@@ -162,6 +169,8 @@ class ExperimentConfig:
             parse_metric(m)
         if self.precision not in ("float64", "float32"):
             raise ValueError(f"precision must be float64 or float32, got {self.precision!r}")
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
         if self.probe_per_class < 1:
             raise ValueError("probe_per_class must be >= 1")
         if self.max_checkpoints is not None and self.max_checkpoints < 2:

@@ -8,7 +8,7 @@ labels of the probe set are a target point in the same space. For every metric t
 each network's path at every checkpoint (:func:`geopath.analyze_checkpoints`: length, straightness,
 turning angles, distance to target, progress along the input->target geodesic), compares the final
 paths of the networks (:func:`geopath.compare_paths`) and embeds them jointly with the target by
-classical MDS.
+classical MDS, and (option ``embedding``) for the angular metrics by spherical MDS on the unit sphere.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .config import parse_metric
 from .report import make_figures
 from .report import write_report
 
-__all__ = ["ensure_run", "select_steps", "analyze_metric", "run_pipeline"]
+__all__ = ["ensure_run", "select_steps", "spherical_embedding", "analyze_metric", "run_pipeline"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -132,13 +132,36 @@ def _analysis_dict(a) -> dict[str, Any]:
     return {f: _tolist(getattr(a, f)) for f in a._fields}
 
 
+def spherical_embedding(D: np.ndarray, *, units: str, dim: int = 3) -> dict[str, Any]:
+    """Spherical MDS (:func:`geopath.spherical_mds`) of the joint distances ``D [L, L]`` on ``S^{dim-1}``.
+
+    Returns ``{"coords": [L, dim] unit vectors, "stress": Kruskal stress of their great-circle distances
+    against D, "dim": dim}``; for a metric whose distances are not angles (``units != "radians"``) there is
+    nothing to embed on a sphere: ``{"coords": None, "stress": None, "dim": dim, "skipped": why}``.
+    """
+    import geopath as gp
+
+    if units != "radians":
+        return dict(coords=None, stress=None, dim=dim, skipped=f"distances are not angles ({units})")
+    sph = gp.spherical_mds(D, dim=dim)
+    return dict(coords=_tolist(sph.coords), stress=float(sph.stress), dim=dim)
+
+
 def analyze_metric(
-    metric: str, runs: Mapping[str, Mapping[str, Any]], labels: np.ndarray, *, precision: str, progress: bool
+    metric: str,
+    runs: Mapping[str, Mapping[str, Any]],
+    labels: np.ndarray,
+    *,
+    precision: str,
+    progress: bool,
+    embedding: str = "classical",
 ) -> dict[str, Any]:
     """Path analysis of every network at every checkpoint, joint distances and comparisons, for one metric.
 
     ``runs[arch]`` holds ``steps``, ``names``, ``keep`` (indices of the analysed layers) and ``reps``
     (``{step: [compact [n, k] array per layer]}``); ``labels [n]`` are the probe labels (the target).
+    ``embedding`` (``"classical"``, ``"spherical"`` or ``"both"``): with a spherical one, the joint
+    distances are also embedded by :func:`spherical_embedding` (``joint["spherical_mds"]``).
     """
     import jax
     import jax.numpy as jnp
@@ -195,6 +218,8 @@ def analyze_metric(
             mds_stress=float(mds.stress),
             mds_explained=float(ev[:2].clip(min=0).sum() / pos.sum()) if pos.size else None,
         )
+        if embedding in ("spherical", "both"):
+            out["joint"]["spherical_mds"] = spherical_embedding(D, units=spec.units)
         comps = {}
         archs = list(final_points)
         for i in range(len(archs)):
@@ -313,7 +338,7 @@ def run_pipeline(
     for metric in opts.metrics:
         t0 = time.time()
         metrics_res[metric] = analyze_metric(
-            metric, runs, labels, precision=opts.precision, progress=opts.progress
+            metric, runs, labels, precision=opts.precision, progress=opts.progress, embedding=opts.embedding
         )
         timing[f"analysis_{metric}_s"] = time.time() - t0
 

@@ -13,35 +13,102 @@ from models.fileio import write_text_atomic
 
 from .config import NUM_CLASSES
 
-__all__ = ["make_figures", "write_report"]
+__all__ = ["make_figures", "write_report", "azimuthal_map"]
+
+
+def _split_paths(coords: np.ndarray, per: Mapping[str, Any], joint: Mapping[str, Any]) -> dict[str, Any]:
+    """Rows of the joint embedding ``coords`` per network (the target is the last row)."""
+    starts = [0] + joint["boundaries"][:-1]
+    return {arch: coords[s:e] for arch, s, e in zip(per, starts, joint["boundaries"])}
+
+
+def azimuthal_map(X: np.ndarray) -> np.ndarray:
+    """``[L, 2]`` azimuthal equidistant map of unit vectors ``X [L, 3]`` about their mean direction ``c``.
+
+    A point at angle ``theta = arccos(x . c)`` from the centre lands at distance ``theta`` (radians) from the
+    origin, in the direction of its tangent vector at ``c``: distances to the centre are exact, and the
+    other great-circle distances are distorted little within a cap around it. The in-plane axes are the
+    principal directions of the tangent vectors (signs fixed), so that a figure is reproducible.
+    """
+    X = np.asarray(X, float)
+    c = X.mean(axis=0)
+    c = c / np.linalg.norm(c) if np.linalg.norm(c) > 1e-8 else X[0]
+    T = X - np.outer(X @ c, c)  # tangent components at c
+    basis = np.linalg.svd(T, full_matrices=True)[2]  # rows by decreasing singular value
+    e1 = next(e for e in (b - (b @ c) * c for b in basis) if np.linalg.norm(e) > 0.5)
+    e1 = e1 / np.linalg.norm(e1)
+    e2 = np.cross(c, e1)
+    theta = np.arccos(np.clip(X @ c, -1.0, 1.0))
+    norm = np.linalg.norm(T, axis=1)
+    d = np.where(norm[:, None] > 1e-12, T / np.where(norm > 1e-12, norm, 1.0)[:, None], 0.0)
+    P = theta[:, None] * np.stack([d @ e1, d @ e2], axis=1)
+    for k in range(2):  # sign: the entry of largest magnitude positive
+        if P[np.argmax(np.abs(P[:, k])), k] < 0:
+            P[:, k] = -P[:, k]
+    return P
+
+
+def _sphere_figure(plotting, coords: np.ndarray, per, joint, title: str):
+    """The paths of a spherical embedding, drawn as an azimuthal equidistant map (:func:`azimuthal_map`)
+    with circles at pi/4 and pi/2 from the centre."""
+    P = azimuthal_map(coords)
+    fig = plotting.plot_paths_2d(
+        _split_paths(P, per, joint),
+        target=P[-1],
+        units="radians from the centre",
+        layer_labels={arch: per[arch]["layers"] for arch in per},
+        title=title,
+    )
+    ax = fig.axes[0]
+    t = np.linspace(0, 2 * np.pi, 200)
+    for r in (np.pi / 4, np.pi / 2):
+        if r <= 1.5 * np.abs(P).max():
+            ax.plot(r * np.cos(t), r * np.sin(t), color="gray", lw=0.6, ls=":", alpha=0.7)
+    return fig
 
 
 def make_figures(res: Mapping[str, Any], fig_dir: Path) -> dict[str, list[str]]:
+    """Writes every figure (PNG + PDF) under ``fig_dir``; returns ``{metric or "accuracy": [files]}``.
+
+    Per metric: the paths in the joint embedding (classical MDS, ``paths_mds_<metric>``, unless the
+    experiment's ``embedding`` option is ``"spherical"`` and the metric has a spherical embedding; spherical
+    MDS, ``paths_spherical_<metric>``, when ``results`` holds one), the distance matrix, depth profiles and
+    the geometry over training.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from geopath import plotting
 
+    embedding = res.get("options", {}).get("embedding", "classical")
     files: dict[str, list[str]] = {}
     for metric, m in res["metrics"].items():
         units = m["units"]
         per = m["per_arch"]
         joint = m["joint"]
-        coords = np.asarray(joint["mds_coords"])
-        starts = [0] + joint["boundaries"][:-1]
-        ends = joint["boundaries"]
-        by_model = {arch: coords[s:e] for arch, s, e in zip(per, starts, ends)}
-        layer_labels = {arch: per[arch]["layers"] for arch in per}
+        sph = joint.get("spherical_mds") or {}
         fl = []
-        fig = plotting.plot_paths_2d(
-            by_model,
-            target=coords[-1],
-            units=units,
-            layer_labels=layer_labels,
-            title=f"Final networks as paths, {m['description']}\n"
-            f"(classical MDS of all layers + target; stress {joint['mds_stress']:.3f})",
-        )
-        fl += plotting.save_figure(fig, fig_dir / f"paths_mds_{metric}")
+        if embedding != "spherical" or sph.get("coords") is None:
+            coords = np.asarray(joint["mds_coords"])
+            fig = plotting.plot_paths_2d(
+                _split_paths(coords, per, joint),
+                target=coords[-1],
+                units=units,
+                layer_labels={arch: per[arch]["layers"] for arch in per},
+                title=f"Final networks as paths, {m['description']}\n"
+                f"(classical MDS of all layers + target; stress {joint['mds_stress']:.3f})",
+            )
+            fl += plotting.save_figure(fig, fig_dir / f"paths_mds_{metric}")
+        if sph.get("coords") is not None:
+            fig = _sphere_figure(
+                plotting,
+                np.asarray(sph["coords"], float),
+                per,
+                joint,
+                title=f"Final networks as paths, {m['description']}\n(spherical MDS on S^2, "
+                f"azimuthal equidistant map; stress {sph['stress']:.3f})",
+            )
+            fl += plotting.save_figure(fig, fig_dir / f"paths_spherical_{metric}")
         fig = plotting.plot_distance_matrix(
             np.asarray(joint["distances"]),
             joint["labels"],
@@ -173,6 +240,16 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
             f"the two dimensions carry {_fmt(j['mds_explained'])} of the positive eigenvalue mass.",
             "",
         ]
+        sph = j.get("spherical_mds")
+        if sph is not None:
+            if sph.get("coords") is None:
+                lines += [f"No spherical MDS: {sph['skipped']}.", ""]
+            else:
+                lines += [
+                    f"Joint spherical MDS on the unit sphere S^{sph['dim'] - 1} (great-circle distances fitted "
+                    f"to the metric's angles): Kruskal stress {sph['stress']:.3f}.",
+                    "",
+                ]
         if m["comparisons"]:
             lines += [
                 "Distance between final paths at matched relative depth (mean over the depth grid, "
@@ -186,6 +263,7 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
             lines.append("")
         names = {
             "paths_mds": "paths (MDS)",
+            "paths_spherical": "paths (spherical MDS)",
             "distances": "distance matrix",
             "depth_profiles": "depth profiles",
             "training": "over training",

@@ -126,6 +126,9 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
             assert os.path.getsize(out / f) > 1024, f
     report = (out / "report.md").read_text()
     assert "straightness" in report and "figures/paths_mds_angular_shape.png" in report
+    # the default embedding is today's: classical MDS only
+    assert saved["options"]["embedding"] == "classical" and "spherical_mds" not in m["joint"]
+    assert not any("spherical" in f for files in figs.values() for f in files)
     first = res["cache"]
     assert first["captures"] == len(a["steps"]) and first["cache_hits"] == 0
 
@@ -138,13 +141,14 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(models.train, "train_and_evaluate", boom)
     monkeypatch.setattr(cache, "capture_checkpoint", boom)
     res2 = pipeline.run_pipeline(
-        _opts(tmp_path, metrics=("angular_cka",)),
+        _opts(tmp_path, metrics=("angular_cka",), embedding="spherical"),
         train_data=train,
         test_data=test,
         probe_data=probe,
         log=lambda m: None,
     )
     assert res2["cache"]["captures"] == 0 and res2["cache"]["cache_hits"] == len(a["steps"])
+    _check_spherical(out, json.loads((out / "results.json").read_text()))
     np.testing.assert_allclose(
         res2["metrics"]["angular_cka"]["per_arch"][arch]["final"]["length"],
         res["metrics"]["angular_cka"]["per_arch"][arch]["final"]["length"],
@@ -160,6 +164,67 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
             probe_data=probe,
             log=lambda m: None,
         )
+
+
+def _check_spherical(out: Path, saved) -> None:
+    """The spherical MDS of an angular metric: finite unit vectors whose great-circle distances fit the joint
+    matrix (the recorded stress, far below random points'), drawn instead of the classical figure."""
+    j = saved["metrics"]["angular_cka"]["joint"]
+    sph = j["spherical_mds"]
+    D = np.asarray(j["distances"], float)
+    X = np.asarray(sph["coords"], float)
+    assert sph["dim"] == 3 and X.shape == (len(D), 3) and np.all(np.isfinite(X))
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-9)
+
+    def stress(X):
+        E = np.arccos(np.clip(X @ X.T, -1.0, 1.0))
+        off = ~np.eye(len(D), dtype=bool)
+        return np.sqrt(np.sum((D - E)[off] ** 2) / np.sum(D[off] ** 2))
+
+    assert abs(stress(X) - sph["stress"]) < 1e-6
+    rng = np.random.default_rng(0)
+    chance = []
+    for _ in range(200):
+        R = rng.standard_normal(X.shape)
+        chance.append(stress(R / np.linalg.norm(R, axis=1, keepdims=True)))
+    assert sph["stress"] < 0.5 * min(chance), (sph["stress"], min(chance))
+    files = saved["figures"]["angular_cka"]
+    assert "figures/paths_spherical_angular_cka.png" in files
+    assert not any("paths_mds" in f for f in files)  # "spherical": instead of the classical figure
+    for f in files:
+        assert os.path.getsize(out / f) > 1024, f
+    report = (out / "report.md").read_text()
+    assert "figures/paths_spherical_angular_cka.png" in report and "spherical MDS" in report
+
+
+def test_spherical_embedding_only_for_angles_and_the_option_is_checked():
+    D = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.5], [2.0, 1.5, 0.0]])
+    skipped = pipeline.spherical_embedding(D, units="input-distance units")
+    assert skipped["coords"] is None and skipped["stress"] is None and "not angles" in skipped["skipped"]
+    with pytest.raises(ValueError, match=r"embedding must be one of \('classical', 'spherical', 'both'\)"):
+        xc.experiment_config("tiny", embedding="sphere").validate()
+    assert cli.config_from_args(["--preset", "tiny", "--embedding", "both"]).embedding == "both"
+    assert xc.experiment_config("cpu").embedding == "classical"
+    with pytest.raises(SystemExit):
+        cli.config_from_args(["--embedding", "tsne"])
+
+
+def test_azimuthal_map_keeps_distances_to_the_centre_and_along_great_circles():
+    from experiments.paths.report import azimuthal_map
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((9, 3)) + [0.0, 0.0, 4.0]
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    P = azimuthal_map(X)
+    c = X.mean(0) / np.linalg.norm(X.mean(0))
+    np.testing.assert_allclose(np.linalg.norm(P, axis=1), np.arccos(np.clip(X @ c, -1, 1)), atol=1e-12)
+    # points on one great circle through the centre map to a line with their exact angular spacing
+    a = np.array([1.0, 0.0, 0.0])
+    t = np.array([-0.6, -0.2, 0.1, 0.5, 0.9])
+    G = np.outer(np.cos(t), [0.0, 0.0, 1.0]) + np.outer(np.sin(t), a)
+    Q = azimuthal_map(np.vstack([G, G * [-1, 1, 1]]))  # symmetric about the centre (0, 0, 1)
+    np.testing.assert_allclose(np.linalg.norm(Q[:5] - Q[:1], axis=1), t - t[0], atol=1e-12)
+    np.testing.assert_array_equal(azimuthal_map(X), P)  # deterministic
 
 
 def test_models_paths_is_a_deprecated_alias():
