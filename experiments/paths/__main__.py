@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedding of the path figures: classical MDS (default), spherical MDS on S^2 (angular "
         "metrics only; great-circle distances approximate the angles) or both",
     )
+    g.add_argument(
+        "--shard",
+        action="store_true",
+        help="shard the analysis over every JAX device (gp.device_mesh(); on a CPU, XLA_FLAGS="
+        "--xla_force_host_platform_device_count=N gives N devices); the numbers do not depend on it",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_flags(
         p, exclude=_NOT_TRAINING_FLAGS, title="training of every network (models.config.TrainConfig)"
@@ -135,6 +141,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> ExperimentConfig:
         reuse_only=args.no_train,
         overwrite_runs=args.overwrite_runs,
         progress=not args.no_progress,
+        shard=args.shard,
         **options,
     )
     cfg.validate()

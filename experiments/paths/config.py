@@ -147,6 +147,7 @@ class ExperimentConfig:
     max_checkpoints: int | None = None  # subsample the scheduled checkpoints (log-evenly), keep first/last
     precision: str = "float64"
     embedding: str = "classical"  # one of EMBEDDINGS: the path figures' embedding(s) of the joint distances
+    shard: bool = False  # spread the analysis over every JAX device (gp.device_mesh()); same numbers
     progress: bool = True
     preset: str | None = None
 

@@ -155,6 +155,7 @@ def analyze_metric(
     precision: str,
     progress: bool,
     embedding: str = "classical",
+    mesh: Any = None,
 ) -> dict[str, Any]:
     """Path analysis of every network at every checkpoint, joint distances and comparisons, for one metric.
 
@@ -162,6 +163,8 @@ def analyze_metric(
     (``{step: [compact [n, k] array per layer]}``); ``labels [n]`` are the probe labels (the target).
     ``embedding`` (``"classical"``, ``"spherical"`` or ``"both"``): with a spherical one, the joint
     distances are also embedded by :func:`spherical_embedding` (``joint["spherical_mds"]``).
+    ``mesh`` (a ``jax.sharding.Mesh``, e.g. ``gp.device_mesh()``): the checkpoints of each network and the
+    pairs of the joint matrix are sharded over its devices (the numbers do not depend on it).
     """
     import jax
     import jax.numpy as jnp
@@ -182,7 +185,7 @@ def analyze_metric(
         bar = tqdm(total=len(runs), desc=f"paths [{metric}]", unit="net", disable=not progress, leave=False)
         for arch, run in runs.items():
             reps = [[np.asarray(run["reps"][step][i], dtype) for i in run["keep"]] for step in run["steps"]]
-            stacked = jax.device_get(gp.analyze_checkpoints(space, reps, target))
+            stacked = jax.device_get(gp.analyze_checkpoints(space, reps, target, mesh=mesh))
             final = type(stacked)(*[f[-1] for f in stacked])
             final_points[arch] = gp.points(space, reps[-1])
             out["per_arch"][arch] = dict(
@@ -206,7 +209,7 @@ def analyze_metric(
             bounds.append(len(pts_joint))
         labels_joint.append("target")
         pts_joint.append(target)
-        D = np.asarray(gp.pairwise_distances(space, pts_joint, are_points=True), np.float64)
+        D = np.asarray(gp.pairwise_distances(space, pts_joint, are_points=True, mesh=mesh), np.float64)
         mds = gp.classical_mds(D, dim=2)
         ev = np.asarray(mds.eigenvalues, np.float64)
         pos = ev[ev > 0]
@@ -335,10 +338,22 @@ def run_pipeline(
     log(f"representations: {stats['captures']} captured, {stats['cache_hits']} from cache ({cache_dir})")
 
     metrics_res = {}
+    mesh = None
+    if opts.shard:
+        import geopath as gp
+
+        mesh = gp.device_mesh()
+        log(f"analysis sharded over {mesh.size} device(s) ({mesh.devices.flat[0].platform})")
     for metric in opts.metrics:
         t0 = time.time()
         metrics_res[metric] = analyze_metric(
-            metric, runs, labels, precision=opts.precision, progress=opts.progress, embedding=opts.embedding
+            metric,
+            runs,
+            labels,
+            precision=opts.precision,
+            progress=opts.progress,
+            embedding=opts.embedding,
+            mesh=mesh,
         )
         timing[f"analysis_{metric}_s"] = time.time() - t0
 

@@ -250,3 +250,42 @@ def test_cpu_preset_reproduces_the_committed_report_configuration():
     got = cfg.training.to_dict()
     for k in sorted(want):
         assert got[k] == training[k], k
+
+
+def test_sharded_analysis_gives_the_same_numbers(monkeypatch):
+    """``--shard`` passes ``gp.device_mesh()`` to the analysis: the sharded code path (here over the one
+    CPU device; the geopath sharding tests cover 2, 3 and 8 devices) must give the same numbers."""
+
+    import geopath as gp
+
+    r = np.random.default_rng(3)
+    labels = np.arange(20) % 10
+    x0 = r.standard_normal((20, 6))
+    runs = {
+        arch: dict(
+            steps=[0, 4],
+            names=["input", "a", "b", "logits"],
+            keep=[0, 1, 2, 3],
+            reps={
+                s: [x0] + [np.tanh(x0 @ r.standard_normal((6, w))) for w in (5 + k, 4, 10)] for s in (0, 4)
+            },
+        )
+        for k, arch in enumerate(("net1", "net2"))
+    }
+    plain = pipeline.analyze_metric("angular_cka", runs, labels, precision="float64", progress=False)
+    meshes = []
+    for name in ("analyze_checkpoints", "pairwise_distances"):
+        fn = getattr(gp, name)
+        monkeypatch.setattr(gp, name, lambda *a, _fn=fn, **k: meshes.append(k.get("mesh")) or _fn(*a, **k))
+    sharded = pipeline.analyze_metric(
+        "angular_cka", runs, labels, precision="float64", progress=False, mesh=gp.device_mesh()
+    )
+    for arch in runs:
+        for f, a in plain["per_arch"][arch]["training"].items():
+            np.testing.assert_allclose(sharded["per_arch"][arch]["training"][f], a, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sharded["joint"]["distances"], plain["joint"]["distances"], rtol=0, atol=1e-12)
+    assert len(meshes) == 3 and all(m is not None for m in meshes)  # 2 networks + the joint matrix
+    from experiments.paths.__main__ import config_from_args
+
+    assert config_from_args(["--preset", "tiny", "--shard"]).shard
+    assert not config_from_args(["--preset", "tiny"]).shard
