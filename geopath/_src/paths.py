@@ -32,8 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geopath._src import linalg
 from geopath._src import ops
 from geopath._src import pairwise
+from geopath._src import projection
 from geopath._src import sharding
 from geopath._src import validation as val
 
@@ -159,38 +161,61 @@ def _zero_step_tol(dtype, width: int) -> float:
 # ----------------------------------------------------------------------------
 
 
-def _project_all(space, x0: jax.Array, target: jax.Array, P: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Projection of every layer ``P [L, ...]`` onto the geodesic ``x0 -> target``: ``(t [L], residual [L])``.
+def _common_width(space, P: jax.Array, target: jax.Array, input_point):
+    """``P [L, n, k]``, target and input point in one floating dtype, zero-padded to one width (exact for
+    spaces of variable width), so that the projection frame and every layer share a shape."""
+    others = [target] + ([] if input_point is None else [input_point])
+    dt = jnp.result_type(P, *others)
+    if not jnp.issubdtype(dt, jnp.floating):
+        dt = jnp.result_type(float)
+    P, target = P.astype(dt), target.astype(dt)
+    input_point = None if input_point is None else input_point.astype(dt)
+    if space.variable_width:
+        k = max(P.shape[-1], *(o.shape[-1] for o in others))
+        P, target = linalg.pad_columns(P, k), space.pad_to(target, k)
+        input_point = None if input_point is None else space.pad_to(input_point, k)
+    return P, target, input_point
 
-    The one place the path analysis calls :func:`geopath.project` (swap the projection here).
+
+def _project_all(space, frame, P: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Projection of every layer ``P [L, ...]`` onto the geodesic of ``frame``: ``(t [L], residual [L])``.
+
+    The one place the path analysis projects (swap the projection here). The frame (``log`` of the input ->
+    target geodesic and its degeneracy) is built once per checkpoint, outside this ``vmap`` over layers.
     """
 
     def one(c):
-        pr = ops.project(space, x0, target, c)
+        pr = projection.project_on_frame(space, frame, c)
         return pr.t, pr.distance
 
     return jax.vmap(one)(P)
 
 
 def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAnalysis:
-    """Unjitted analysis of a stacked path ``P`` of shape ``[L, ...]``."""
+    """Unjitted analysis of a stacked path ``P`` of shape ``[L, ...]`` (target and input of its shape).
+
+    Shared work: :meth:`Space.pair_terms` of each consecutive pair gives its step length and both logs the
+    turning angles at its ends need (one SVD per pair in the shape spaces, instead of three); the geodesic
+    frame of the projections is built once.
+    """
+    P, target, input_point = _common_width(space, P, target, input_point)
     L = P.shape[0]
     have_input = input_point is not None
     x0 = input_point if have_input else P[0]
 
-    dist = jax.vmap(space.distance)
-    steps = dist(P[:-1], P[1:])  # [L-1]
+    terms = jax.vmap(space.pair_terms)(P[:-1], P[1:])  # per consecutive pair (p_i, p_{i+1})
+    steps = terms.distance  # [L-1]
     length = jnp.sum(steps)
     direct = space.distance(x0, target)
     chord = space.distance(P[0], P[-1]) if L > 1 else jnp.zeros((), steps.dtype)
     safe_len = jnp.where(length > 0, length, 1.0)
     straightness = jnp.where(length > 0, direct / safe_len, jnp.ones_like(direct))
 
-    # Turning angles at interior layers: the metric angle (Space.angle_at) between the logs at each vertex.
-    # Each consecutive pair contributes its two logs once (backward to vertex i+1, forward from vertex i).
+    # Turning angles at interior layers: the metric angle (Space.angle_at) between the logs at each vertex:
+    # log(p_i, p_{i-1}) is the backward log of pair i-1, log(p_i, p_{i+1}) the forward log of pair i.
     if L >= 3:
-        bwd = jax.vmap(space.log)(P[1:-1], P[:-2])  # log at p_i towards p_{i-1}
-        fwd = jax.vmap(space.log)(P[1:-1], P[2:])  # log at p_i towards p_{i+1}
+        bwd = terms.log_ba[:-1]  # log at p_i towards p_{i-1}
+        fwd = terms.log_ab[1:]  # log at p_i towards p_{i+1}
         turning = jnp.pi - jax.vmap(space.angle_at)(P[1:-1], bwd, fwd)
         tol = _zero_step_tol(steps.dtype, P.shape[-1]) * jnp.maximum(jnp.max(steps), 1.0)
         ok = (steps[:-1] > tol) & (steps[1:] > tol)
@@ -199,10 +224,11 @@ def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAn
         turning = jnp.zeros((0,), steps.dtype)
 
     dist_to_target = jax.vmap(lambda p: space.distance(p, target))(P)
+    frame = projection.geodesic_frame(space, x0, target)
 
     if have_input:
         dist_to_input = jax.vmap(lambda p: space.distance(x0, p))(P)
-        proj_t, proj_res = _project_all(space, x0, target, P)
+        proj_t, proj_res = _project_all(space, frame, P)
     else:
         # Layer 0 *is* the input: its distance, projection fraction and
         # residual are exactly 0. Computing them would differentiate d(x, x),
@@ -210,7 +236,7 @@ def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAn
         zero = jnp.zeros((1,), steps.dtype)
         rest = P[1:]
         dist_to_input = jnp.concatenate([zero, jax.vmap(lambda p: space.distance(x0, p))(rest)])
-        t_rest, r_rest = _project_all(space, x0, target, rest)
+        t_rest, r_rest = _project_all(space, frame, rest)
         proj_t = jnp.concatenate([zero.astype(t_rest.dtype), t_rest])
         proj_res = jnp.concatenate([zero.astype(r_rest.dtype), r_rest])
 
