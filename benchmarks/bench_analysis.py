@@ -191,6 +191,47 @@ def timeit_once(fn):
     return time.perf_counter() - t0
 
 
+def report_differences(new, old):
+    """Prints the largest differences between the two answers and the steady-state speed-ups."""
+    archs = list(new["ana"])
+    dt = max(
+        float(np.max(np.abs(np.asarray(new["ana"][a].proj_t) - np.asarray(old["ana"][a].proj_t))))
+        for a in archs
+    )
+    fields = (
+        "length",
+        "direct",
+        "chord",
+        "steps",
+        "turning",
+        "dist_to_input",
+        "dist_to_target",
+        "proj_residual",
+    )
+    dd = max(
+        float(
+            np.max(
+                np.abs(np.asarray(getattr(new["ana"][a], f)) - np.asarray(getattr(old["ana"][a], f))),
+                initial=0.0,
+            )
+        )
+        for a in archs
+        for f in fields
+    )
+    dc = max(
+        (
+            float(np.max(np.abs(np.asarray(new["comps"][k].aligned) - np.asarray(old["comps"][k].aligned))))
+            for k in new["comps"]
+        ),
+        default=0.0,
+    )
+    print(f"max |dt| old vs new: {dt:.3g}   max |distance difference|: {dd:.3g}   compare: {dc:.3g}")
+    for i, name in enumerate(("analysis", "joint+compare")):
+        o, nw = old["times"][i + 1][1], new["times"][i + 1][1]
+        print(f"speed-up {name} old/new (steady): {o / max(nw, 1e-12):.2f}x")
+    return dt, dd, dc
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=300, help="probe inputs")
@@ -227,42 +268,7 @@ def main(argv=None):
         results[label] = dict(pts=pts, ana=ana, comps=comps, times=(t_pts, t_ana, t_joint))
     new = results["new"]
     if "old" in results:
-        old = results["old"]
-        dt = max(
-            float(np.max(np.abs(np.asarray(new["ana"][a].proj_t) - np.asarray(old["ana"][a].proj_t))))
-            for a in runs
-        )
-        fields = (
-            "length",
-            "direct",
-            "chord",
-            "steps",
-            "turning",
-            "dist_to_input",
-            "dist_to_target",
-            "proj_residual",
-        )
-        dd = max(
-            float(
-                np.max(np.abs(np.asarray(getattr(new["ana"][a], f)) - np.asarray(getattr(old["ana"][a], f))))
-            )
-            for a in runs
-            for f in fields
-        )
-        dc = (
-            max(
-                float(
-                    np.max(np.abs(np.asarray(new["comps"][k].aligned) - np.asarray(old["comps"][k].aligned)))
-                )
-                for k in new["comps"]
-            )
-            if new["comps"]
-            else 0.0
-        )
-        print(f"max |dt| old vs new: {dt:.3g}   max |distance difference|: {dd:.3g}   compare: {dc:.3g}")
-        for i, name in enumerate(("analysis", "joint+compare")):
-            o, nw = old["times"][i + 1][1], new["times"][i + 1][1]
-            print(f"speed-up {name} old/new (steady): {o / max(nw, 1e-12):.2f}x")
+        report_differences(new, results["old"])
     if args.floor:
         floor = decomposition_floor(new["pts"])
         per_ckpt = new["times"][1][1] / args.ckpts
