@@ -205,9 +205,10 @@ def _pad_checkpoints(space, checkpoints: list[list], target, input_point, *, sin
     """Checkpoints (lists of ``L`` points each) stacked to ``[T, Lp, n, K]`` in shape buckets.
 
     Layers are padded to :func:`_bucket_layers` by repeating the last layer (zero steps; the extra entries
-    are cut off the results; ``single``: one checkpoint, no leading axis) and, in spaces of variable width, columns are zero-padded (exact) to
+    are cut off the results) and, in spaces of variable width, columns are zero-padded (exact) to
     :func:`_bucket_width` of the widest of layers, target and input. Concrete arrays are assembled on the
     host and moved to the device once (no compiled pad/stack programs); traced ones with ``jnp``.
+    ``single``: one checkpoint, stacked ``[Lp, n, K]`` without the leading axis.
     """
     L = len(checkpoints[0])
     Lp = _bucket_layers(L)
@@ -390,7 +391,8 @@ def _analyze_local(stacked, space, target, input_point, width, num_layers) -> Pa
 
 def _analyze_padded(space, padded: _Padded, mesh) -> PathAnalysis:
     """All checkpoints at once; with a ``mesh``, the checkpoint axis is sharded over its devices."""
-    args = (padded.target, padded.input_point, padded.width, padded.num_layers)
+    # the sizes as int32 arrays: traced, so every width and depth in one bucket shares the program
+    args = (padded.target, padded.input_point, np.int32(padded.width), np.int32(padded.num_layers))
     if mesh is None:
         res = _analyze_batched_jit(space, padded.stacked, *args)
     else:
