@@ -177,8 +177,10 @@ def test_analysis_and_comparison_reuse_compiled_programs(rng):
     target = gp.target_point(space, jnp.asarray(np.arange(n) % 3), num_classes=3)
     arch_a = _arch(rng, x0, (6, 9, 12, 5, 7))  # 5 layers, widest 12 -> width bucket 16, 8 layer slots
     arch_b = _arch(rng, x0, (5, 14, 10, 7, 11, 13, 6))  # 7 layers, widest 14 -> the same buckets
-    gp.analyze_checkpoints(space, arch_a, target, are_points=True)
-    gp.compare_paths(space, arch_a[-1], arch_b[-1], cross=np.zeros((5, 7)))
+    with count_compiles() as first:  # the counter works: the first call compiles the analysis
+        gp.analyze_checkpoints(space, arch_a, target, are_points=True)
+        gp.compare_paths(space, arch_a[-1], arch_b[-1], cross=np.zeros((5, 7)))
+    assert any("analyze" in s for s in first) and any("aligned" in s for s in first), first
     with count_compiles() as again:
         res_a = gp.analyze_checkpoints(space, arch_a, target, are_points=True)
         cmp_ab = gp.compare_paths(space, arch_a[-1], arch_b[-1], cross=np.zeros((5, 7)))
@@ -190,13 +192,12 @@ def test_analysis_and_comparison_reuse_compiled_programs(rng):
     assert len(other) <= 2, other  # nothing but (at most) small host-transfer helpers
     # the padded results are the unpadded ones, cut to the real depth
     assert res_a.steps.shape == (2, 4) and res_b.turning.shape == (2, 5) and res_b.proj_t.shape == (2, 7)
-    ref_b = gp.analyze_path(space, arch_b[-1], target)
-    for f in gp.PathAnalysis._fields:
-        np.testing.assert_allclose(getattr(res_b, f)[-1], getattr(ref_b, f), rtol=0, atol=1e-12, err_msg=f)
+    pb = arch_b[-1]
+    steps = [space.distance(pb[i], pb[i + 1]) for i in range(len(pb) - 1)]
+    np.testing.assert_allclose(res_b.steps[-1], steps, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res_b.length[-1], np.sum(steps), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res_b.chord[-1], space.distance(pb[0], pb[-1]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res_b.dist_to_target[-1], [space.distance(p, target) for p in pb], atol=1e-12)
     np.testing.assert_allclose(cmp_ab.aligned, cmp_ba.aligned, rtol=0, atol=1e-12)  # d is symmetric
     direct = [space.distance(a, b) for a, b in zip(arch_a[-1][::4], arch_b[-1][::6])]
     np.testing.assert_allclose(np.asarray(cmp_ab.aligned)[[0, -1]], direct, rtol=0, atol=1e-12)
-    # the counter itself works: a new width bucket compiles the analysis anew
-    with count_compiles() as wider:
-        gp.analyze_checkpoints(space, _arch(rng, x0, (20, 21, 22, 23)), target, are_points=True)
-    assert any("analyze" in s for s in wider), wider
