@@ -1,15 +1,23 @@
-"""The path-analysis stage of the main job: time per stage and number of compilations, old vs new.
+"""The path-analysis stage of the main job, old vs new in the same run: time per stage, compilations, answers.
 
-Synthetic representations of a CPU-preset-like run (``--archs`` networks x ``--ckpts`` checkpoints,
-``--n`` probe inputs, layer widths from ``--widths``) are analysed with :func:`geopath.analyze_path` per
-checkpoint, then compared with :func:`geopath.compare_paths` (cross distances taken from the joint matrix).
+Synthetic representations shaped like the CPU preset's (``--archs`` networks x ``--ckpts`` checkpoints,
+``--n`` probe inputs, per-network layer widths) go through the three stages of the main job's analysis:
 
-"old" is the analysis with the baseline projection when the library still offers one (looked up by the
-names in ``BASELINE_PROJECTIONS``); when none is found only the current implementation is timed, and the
-script says so. Timings taken while other processes share the cores are provisional: the load average is
-printed with them.
+* ``points``: ``gp.points`` of every layer of every checkpoint;
+* ``analysis``: per network, all checkpoints at once (``gp.analyze_checkpoints``);
+* ``joint``: the joint distance matrix of the final paths and the pairwise ``gp.compare_paths``.
 
-Run: ``python -m benchmarks.bench_analysis --n 200 --ckpts 3``.
+"old" is the analysis before issue 15: one independent ``space.distance`` / ``space.log`` call per quantity,
+projections by ``gp.project(method="grid")`` (dense grid + Newton, the earlier algorithm), no shape buckets,
+and ``compare_paths`` recomputing the cross distances. "new" is the library as it is. The script prints, per
+stage, the first-call and steady-state times and the number of XLA compilations, then the largest
+differences between the two answers (``max |dt|`` of the projections, ``max |d|`` over every distance
+field), the machine, the versions and the load average. Timings taken while other processes share the cores
+are provisional (the load average is printed with them). Optionally (``--floor``) the time of the
+decompositions alone (the SVDs of ``k x k`` matrices the analysis cannot avoid) is measured on the same
+shapes, for the decomposition floor.
+
+Run: ``python -m benchmarks.bench_analysis --n 300 --ckpts 20 --x64`` (``--quick``: tiny sizes, a smoke run).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import platform
 import time
 
 import jax
@@ -24,11 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import geopath as gp
-from geopath._src import ops
-from geopath._src import paths
 
-BASELINE_PROJECTIONS = ("project_baseline", "_project_legacy", "project_legacy")
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+WIDTHS = {  # layer widths of CPU-preset-like networks (before the Gram route caps them at n)
+    "resnet": (16, 16, 32, 32, 64, 64, 128, 10),
+    "vgg": (32, 64, 128, 256, 10),
+    "mlp": (24, 48, 96, 10),
+}
 
 
 @contextlib.contextmanager
@@ -36,6 +47,7 @@ def count_compiles():
     counts = {"compile": 0}
 
     def listener(event, duration, **kwargs):
+        del duration, kwargs
         if event == _COMPILE_EVENT:
             counts["compile"] += 1
 
@@ -46,11 +58,13 @@ def count_compiles():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
-def synthetic_runs(rng, *, archs, ckpts, n, widths):
+def synthetic_runs(rng, *, archs, ckpts, n):
+    """``{arch: [checkpoint: [layer: activations [n, p]]]}``: tanh features of one input, drifting in time."""
     x0 = rng.standard_normal((n, 16))
     runs = {}
+    names = list(WIDTHS)
     for a in range(archs):
-        ws = widths[a % len(widths)]
+        ws = WIDTHS[names[a % len(names)]]
         mix = [rng.standard_normal((16, w)) / 4 for w in ws]
         runs[f"net{a}"] = [
             [np.tanh(x0 @ m * (1 + 0.1 * t)) + 0.3 * rng.standard_normal((n, w)) for m, w in zip(mix, ws)]
@@ -59,73 +73,215 @@ def synthetic_runs(rng, *, archs, ckpts, n, widths):
     return runs
 
 
-def analysis_stage(space, runs, target):
-    finals = {}
-    for arch, ck in runs.items():
-        for reps in ck:
-            pts = [space.point(jnp.asarray(r)) for r in reps]
-            jax.block_until_ready(gp.analyze_path(space, pts, target))
-        finals[arch] = pts
+# ------------------------------------------------------------------------------------------------------
+# the old analysis (before issue 15), kept here as the baseline
+
+
+def _old_analyze_impl(space, P, target):
+    """The analysis before issue 15: independent calls per quantity, ``method="grid"`` projections."""
+    L = P.shape[0]
+    x0 = P[0]
+    dist = jax.vmap(space.distance)
+    steps = dist(P[:-1], P[1:])
+    length = jnp.sum(steps)
+    direct = space.distance(x0, target)
+    chord = space.distance(P[0], P[-1]) if L > 1 else jnp.zeros((), steps.dtype)
+    straightness = jnp.where(length > 0, direct / jnp.where(length > 0, length, 1.0), 1.0)
+    if L >= 3:
+        bwd = jax.vmap(space.log)(P[1:-1], P[:-2])
+        fwd = jax.vmap(space.log)(P[1:-1], P[2:])
+        turning = jnp.pi - jax.vmap(space.angle_at)(P[1:-1], bwd, fwd)
+        tol = np.sqrt(2.0 * jnp.finfo(steps.dtype).eps * P.shape[-1]) * jnp.maximum(jnp.max(steps), 1.0)
+        turning = jnp.where((steps[:-1] > tol) & (steps[1:] > tol), turning, 0.0)
+    else:
+        turning = jnp.zeros((0,), steps.dtype)
+    dist_to_target = jax.vmap(lambda p: space.distance(p, target))(P)
+    zero = jnp.zeros((1,), steps.dtype)
+    rest = P[1:]
+    dist_to_input = jnp.concatenate([zero, jax.vmap(lambda p: space.distance(x0, p))(rest)])
+    pr = jax.vmap(lambda c: gp.project(space, x0, target, c, method="grid"))(rest)
+    return gp.PathAnalysis(
+        length=length,
+        direct=direct,
+        straightness=straightness,
+        chord=chord,
+        steps=steps,
+        turning=turning,
+        dist_to_input=dist_to_input,
+        dist_to_target=dist_to_target,
+        proj_t=jnp.concatenate([zero, pr.t]),
+        proj_residual=jnp.concatenate([zero, pr.distance]),
+    )
+
+
+_old_batched = jax.jit(jax.vmap(_old_analyze_impl, in_axes=(None, 0, None)))
+
+
+def old_analyze_checkpoints(space, points_per_ckpt, target):
+    flat = [p for ck in points_per_ckpt for p in ck]
+    stacked = gp.stack_points(space, flat)
+    stacked = stacked.reshape((len(points_per_ckpt), -1) + stacked.shape[1:])
+    return _old_batched(space, stacked, target)
+
+
+# ------------------------------------------------------------------------------------------------------
+# stages
+
+
+def stage_points(space, runs):
+    return {a: [gp.points(space, reps) for reps in ck] for a, ck in runs.items()}
+
+
+def stage_analysis(space, pts, target, *, old):
+    fn = (
+        old_analyze_checkpoints if old else (lambda s, p, t: gp.analyze_checkpoints(s, p, t, are_points=True))
+    )
+    return {a: jax.block_until_ready(fn(space, ck, target)) for a, ck in pts.items()}
+
+
+def stage_joint(space, pts, target, *, old):
+    finals = {a: ck[-1] for a, ck in pts.items()}
     names = list(finals)
-    joint = gp.pairwise_distances(space, [p for a in names for p in finals[a]], are_points=True)
+    joint = gp.pairwise_distances(space, [p for a in names for p in finals[a]] + [target], are_points=True)
+    joint_np = np.asarray(joint)
     off = np.cumsum([0] + [len(finals[a]) for a in names])
+    out = {}
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
-            cross = joint[off[i] : off[i + 1], off[j] : off[j + 1]]
-            jax.block_until_ready(gp.compare_paths(space, finals[names[i]], finals[names[j]], cross=cross))
+            cross = None if old else joint_np[off[i] : off[i + 1], off[j] : off[j + 1]]
+            c = gp.compare_paths(space, finals[names[i]], finals[names[j]], cross=cross)
+            out[(names[i], names[j])] = jax.block_until_ready(c)
+    return joint_np, out
 
 
 def timed(label, fn):
     with count_compiles() as c:
         t0 = time.perf_counter()
-        fn()
+        result = fn()
         first = time.perf_counter() - t0
     t0 = time.perf_counter()
     fn()
     steady = time.perf_counter() - t0
-    print(f"{label:>14}: first {first:8.2f} s  steady {steady:8.2f} s  compilations {c['compile']}")
-    return steady
+    print(f"  {label:<16} first {first:8.2f} s   steady {steady:8.2f} s   compilations {c['compile']:4d}")
+    return result, first, steady
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--archs", type=int, default=2)
-    ap.add_argument("--ckpts", type=int, default=3)
-    ap.add_argument("--x64", action="store_true")
-    args = ap.parse_args()
+# decompositions per layer of the new analysis: 44 values-only SVDs of the branch and bound (12 + 4 x 8
+# rounds); about 9 full k x k SVDs (3 Newton polish, implicit step, projection distance, distances to input
+# and target, one per consecutive pair, the nuclear norm of the turning angle); the row-space SVD is left out
+_VALUES_PER_LAYER, _FULL_PER_LAYER = 44, 9
+
+
+def decomposition_floor(pts, reps=3):
+    """Seconds of the ``k x k`` SVDs alone that the new analysis of every checkpoint of every network does,
+    batched as the analysis batches them (one call per network, all its checkpoints and layers at once)."""
+    f_vals = jax.jit(lambda x: jnp.linalg.svd(x, compute_uv=False))
+    f_full = jax.jit(lambda x: jnp.linalg.svd(x))
+    total = 0.0
+    for ck in pts.values():
+        count = len(ck) * len(ck[0])
+        k = max(p.shape[1] for p in ck[0])
+        rng = np.random.default_rng(0)
+        mv = jnp.asarray(rng.standard_normal((count * _VALUES_PER_LAYER, k, k)), ck[0][0].dtype)
+        mf = jnp.asarray(rng.standard_normal((count * _FULL_PER_LAYER, k, k)), ck[0][0].dtype)
+        jax.block_until_ready((f_vals(mv), f_full(mf)))
+        total += min(
+            timeit_once(lambda: jax.block_until_ready((f_vals(mv), f_full(mf)))) for _ in range(reps)
+        )
+    return total
+
+
+def timeit_once(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def report_differences(new, old):
+    """Prints the largest differences between the two answers and the steady-state speed-ups."""
+    archs = list(new["ana"])
+    dt = max(
+        float(np.max(np.abs(np.asarray(new["ana"][a].proj_t) - np.asarray(old["ana"][a].proj_t))))
+        for a in archs
+    )
+    fields = (
+        "length",
+        "direct",
+        "chord",
+        "steps",
+        "turning",
+        "dist_to_input",
+        "dist_to_target",
+        "proj_residual",
+    )
+    dd = max(
+        float(
+            np.max(
+                np.abs(np.asarray(getattr(new["ana"][a], f)) - np.asarray(getattr(old["ana"][a], f))),
+                initial=0.0,
+            )
+        )
+        for a in archs
+        for f in fields
+    )
+    dc = max(
+        (
+            float(np.max(np.abs(np.asarray(new["comps"][k].aligned) - np.asarray(old["comps"][k].aligned))))
+            for k in new["comps"]
+        ),
+        default=0.0,
+    )
+    print(f"max |dt| old vs new: {dt:.3g}   max |distance difference|: {dd:.3g}   compare: {dc:.3g}")
+    for i, name in enumerate(("analysis", "joint+compare")):
+        o, nw = old["times"][i + 1][1], new["times"][i + 1][1]
+        print(f"speed-up {name} old/new (steady): {o / max(nw, 1e-12):.2f}x")
+    return dt, dd, dc
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=300, help="probe inputs")
+    ap.add_argument("--archs", type=int, default=3, help="networks")
+    ap.add_argument("--ckpts", type=int, default=4, help="checkpoints per network")
+    ap.add_argument("--x64", action="store_true", help="float64 (the main job's default precision)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (n=40, 2 networks, 2 checkpoints)")
+    ap.add_argument("--no-old", action="store_true", help="time the new implementation only")
+    ap.add_argument("--floor", action="store_true", help="also time the decompositions alone")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.archs, args.ckpts = 40, 2, 2
     jax.config.update("jax_enable_x64", args.x64)
-    print(f"load average {os.getloadavg()} on {os.cpu_count()} cores: timings PROVISIONAL if load > cores")
+    load = os.getloadavg()
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
+        f"{platform.system()} {platform.release()}; python {platform.python_version()}, jax {jax.__version__}, "
+        f"numpy {np.__version__}, backend {jax.default_backend()}"
+    )
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}: timings PROVISIONAL if load > cores")
+    print(f"n={args.n} archs={args.archs} ckpts={args.ckpts} dtype={'float64' if args.x64 else 'float32'}")
     rng = np.random.default_rng(0)
-    widths = [(16, 32, 32, 64, 64, 10), (16, 24, 48, 10)]
-    runs = synthetic_runs(rng, archs=args.archs, ckpts=args.ckpts, n=args.n, widths=widths)
+    runs = synthetic_runs(rng, archs=args.archs, ckpts=args.ckpts, n=args.n)
     space = gp.AngularShape(alpha=1.0)
-    labels = rng.integers(0, 10, args.n)
-    target = gp.target_point(space, jnp.asarray(labels), num_classes=10)
+    target = gp.target_point(space, jnp.asarray(rng.integers(0, 10, args.n)), num_classes=10)
 
-    baseline = next((getattr(ops, b) for b in BASELINE_PROJECTIONS if hasattr(ops, b)), None)
-    new = timed("new analysis", lambda: analysis_stage(space, runs, target))
-    if baseline is None:
-        looked = ", ".join(BASELINE_PROJECTIONS)
-        print(f"no baseline projection in geopath._src.ops (looked for {looked}): timed the current one only")
-        return
-    current = paths._project_all
-
-    def old_project_all(space, x0, target, P):
-        def one(c):
-            pr = baseline(space, x0, target, c)
-            return pr.t, pr.distance
-
-        return jax.vmap(one)(P)
-
-    paths._project_all = old_project_all
-    paths._analyze_jit = jax.jit(paths._analyze_impl)
-    try:
-        old = timed("old analysis", lambda: analysis_stage(space, runs, target))
-    finally:
-        paths._project_all = current
-        paths._analyze_jit = jax.jit(paths._analyze_impl)
-    print(f"speed-up old/new (steady): {old / new:.2f}x")
+    results = {}
+    for label in ("new",) + (() if args.no_old else ("old",)):
+        old = label == "old"
+        print(f"{label}:")
+        pts, *t_pts = timed("points", lambda: stage_points(space, runs))
+        ana, *t_ana = timed("analysis", lambda: stage_analysis(space, pts, target, old=old))
+        (joint, comps), *t_joint = timed("joint+compare", lambda: stage_joint(space, pts, target, old=old))
+        results[label] = dict(pts=pts, ana=ana, comps=comps, times=(t_pts, t_ana, t_joint))
+    new = results["new"]
+    if "old" in results:
+        report_differences(new, results["old"])
+    if args.floor:
+        floor = decomposition_floor(new["pts"])
+        steady = new["times"][1][1]
+        print(
+            f"decomposition floor (the analysis' k x k SVDs alone, estimated counts): {floor:.3f} s = "
+            f"{100 * floor / max(steady, 1e-12):.0f}% of the new analysis stage (steady)"
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ Everything is pure JAX: the heavy lifting is ``jax.vmap`` over layers inside
 
 from __future__ import annotations
 
-import math
 from typing import Any
 from typing import NamedTuple
 
@@ -32,8 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from geopath._src import ops
+from geopath._src import linalg
 from geopath._src import pairwise
+from geopath._src import projection
 from geopath._src import sharding
 from geopath._src import validation as val
 
@@ -120,38 +120,156 @@ def _is_sequence(points: Any) -> bool:
     return isinstance(points, (list, tuple))
 
 
-def _stack(space, points) -> jax.Array:
-    """Points (list of points, or an already stacked array) -> ``[L, ...]``."""
+def _layers(points) -> list:
+    """A path (list of points, or stacked ``[L, n, k]``) as a non-empty list of points."""
     if _is_sequence(points):
         if len(points) == 0:
             raise ValueError("a path needs at least one point; got an empty list")
-        return ops.stack_points(space, list(points))
-    arr = jnp.asarray(points)
-    if arr.ndim != 3:
+        return list(points)
+    if jnp.ndim(points) != 3:
         raise ValueError(
             "stacked points must have shape [L, n, k] (a leading layer axis over "
-            f"[n, k] points); got shape {arr.shape}. Pass a list of points to stack "
+            f"[n, k] points); got shape {jnp.shape(points)}. Pass a list of points to stack "
             "points of different widths."
         )
-    if arr.shape[0] == 0:
+    if jnp.shape(points)[0] == 0:
         raise ValueError("a path needs at least one point; got L = 0")
-    return arr
+    if _is_concrete(points):
+        points = np.asarray(points)
+    return [points[i] for i in range(points.shape[0])]
 
 
 def _as_list(points) -> list:
     if _is_sequence(points):
         return list(points)
-    arr = jnp.asarray(points)
-    if arr.ndim != 3:
-        raise ValueError(f"stacked points must have shape [L, n, k]; got {arr.shape}")
+    if jnp.ndim(points) != 3:
+        raise ValueError(f"stacked points must have shape [L, n, k]; got {jnp.shape(points)}")
+    arr = np.asarray(points) if _is_concrete(points) else jnp.asarray(points)
     return [arr[i] for i in range(arr.shape[0])]
 
 
-def _zero_step_tol(dtype, width: int) -> float:
+def _zero_step_tol(dtype, width) -> jax.Array:
     # Threshold below which a step counts as zero-length when deciding whether
     # a turning angle is defined: the round-off floor of d(p, p), about
-    # sqrt(2 eps k) for k columns (arccos of a number near 1).
-    return float(math.sqrt(2.0 * jnp.finfo(dtype).eps * max(int(width), 1)))
+    # sqrt(2 eps k) for k columns (arccos of a number near 1). ``width`` is the
+    # widest layer before any bucket padding (traced: no recompilation per width).
+    w = jnp.maximum(jnp.asarray(width, dtype), 1.0)
+    return jnp.sqrt(2.0 * jnp.finfo(dtype).eps * w)
+
+
+# Shape buckets: the compiled analysis programs depend on the number of layers and the point width only
+# through these buckets, so networks of different depths and widths share compiled code.
+_LAYER_MULTIPLE = 4
+
+
+def _bucket_layers(num_layers: int) -> int:
+    """Layer count rounded up to a multiple of :data:`_LAYER_MULTIPLE` (the padding repeats the last layer)."""
+    return -(-num_layers // _LAYER_MULTIPLE) * _LAYER_MULTIPLE
+
+
+def _bucket_width(width: int, n: int) -> int:
+    """Zero-padded width for a variable-width space: the next power of two up to 16, then 4 buckets per
+    octave (at most 25% wider), but never wider than ``n`` unless ``width`` already is (shape points
+    have ``k <= n`` except PCA points, so the common case ``k = n`` of wide layers is never padded)."""
+    if width <= 16:
+        b = 1 << max(width - 1, 0).bit_length()
+    else:
+        q = 1 << ((width - 1).bit_length() - 3)
+        b = -(-width // q) * q
+    return max(width, min(b, n))
+
+
+def _is_concrete(*xs) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in xs if x is not None)
+
+
+def _pad_point(space, p, width: int, concrete: bool):
+    """One point zero-padded to ``width`` (host-side for concrete arrays: no compiled program per shape)."""
+    if not space.variable_width or jnp.shape(p)[-1] == width:
+        return np.asarray(p) if concrete else jnp.asarray(p)
+    if concrete:
+        arr = np.asarray(p)
+        return np.pad(arr, [(0, 0)] * (arr.ndim - 1) + [(0, width - arr.shape[-1])])
+    return space.pad_to(jnp.asarray(p), width)
+
+
+class _Padded(NamedTuple):
+    stacked: jax.Array  # [T, Lp, n, K] (checkpoint layers, padded and bucketed); [Lp, n, K] if single
+    target: jax.Array  # [n, K]
+    input_point: Any  # [n, K] or None
+    num_layers: int  # L, the real number of layers
+    width: int  # widest layer before padding (for the zero-step tolerance)
+
+
+def _pad_checkpoints(space, checkpoints: list[list], target, input_point, *, single: bool = False) -> _Padded:
+    """Checkpoints (lists of ``L`` points each) stacked to ``[T, Lp, n, K]`` in shape buckets.
+
+    Layers are padded to :func:`_bucket_layers` by repeating the last layer (zero steps; the extra entries
+    are cut off the results) and, in spaces of variable width, columns are zero-padded (exact) to
+    :func:`_bucket_width` of the widest of layers, target and input. Concrete arrays are assembled on the
+    host and moved to the device once (no compiled pad/stack programs); traced ones with ``jnp``.
+    ``single``: one checkpoint, stacked ``[Lp, n, K]`` without the leading axis.
+    """
+    L = len(checkpoints[0])
+    Lp = _bucket_layers(L)
+    flat = [p for ck in checkpoints for p in ck]
+    extra = [target] + ([] if input_point is None else [input_point])
+    concrete = _is_concrete(*flat, *extra)
+    shapes = [tuple(jnp.shape(p)) for p in flat]
+    width = max(s[-1] for s in shapes)
+    if space.variable_width:
+        for s in shapes + [tuple(jnp.shape(e)) for e in extra]:
+            if len(s) != 2:
+                raise ValueError(f"points of {type(space).__name__} are [n, k] matrices; got shape {s}")
+        n = shapes[0][0]
+        K = _bucket_width(max([width] + [jnp.shape(e)[-1] for e in extra]), n)
+        bad = sorted({s for s in shapes if s[0] != n})
+        if bad:
+            raise ValueError(f"points must describe the same inputs (same size of axis 0); got shapes {bad}")
+    else:
+        K = width
+        if len(set(shapes)) > 1:
+            raise ValueError(
+                f"points of this space must all have one shape to be stacked; got {sorted(set(shapes))}"
+            )
+    target, input_point = (
+        None if e is None else _pad_point(space, e, K, concrete) for e in (target, input_point)
+    )
+    rows = []
+    for ck in checkpoints:
+        row = [_pad_point(space, p, K, concrete) for p in ck]
+        rows.append(row + [row[-1]] * (Lp - L))
+    if concrete:
+        dt = np.result_type(*[r.dtype for row in rows for r in row])
+        host = np.stack(rows[0]) if single else np.stack([np.stack(row) for row in rows])
+        stacked = jax.device_put(host.astype(dt, copy=False))
+        target = jax.device_put(target)
+        input_point = None if input_point is None else jax.device_put(input_point)
+    else:
+        stacked = jnp.stack(rows[0]) if single else jnp.stack([jnp.stack(row) for row in rows])
+    return _Padded(stacked, target, input_point, L, width)
+
+
+def _trim(res: PathAnalysis, L: int) -> PathAnalysis:
+    """Cuts the layer axes of a result computed on padded layers back to ``L`` layers (host-side when
+    concrete: no compiled slice programs)."""
+    cut = {
+        "steps": max(L - 1, 0),
+        "turning": max(L - 2, 0),
+        "dist_to_input": L,
+        "dist_to_target": L,
+        "proj_t": L,
+        "proj_residual": L,
+    }
+    if _is_concrete(*res):
+        host = jax.device_get(res)
+        return PathAnalysis(
+            *[
+                jax.device_put(np.asarray(x)[..., : cut[f]] if f in cut else np.asarray(x))
+                for f, x in zip(res._fields, host)
+            ]
+        )
+    return res._replace(**{f: getattr(res, f)[..., :m] for f, m in cut.items()})
 
 
 # ----------------------------------------------------------------------------
@@ -159,50 +277,82 @@ def _zero_step_tol(dtype, width: int) -> float:
 # ----------------------------------------------------------------------------
 
 
-def _project_all(space, x0: jax.Array, target: jax.Array, P: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Projection of every layer ``P [L, ...]`` onto the geodesic ``x0 -> target``: ``(t [L], residual [L])``.
+def _common_width(space, P: jax.Array, target: jax.Array, input_point):
+    """``P [L, n, k]``, target and input point in one floating dtype, zero-padded to one width (exact for
+    spaces of variable width), so that the projection frame and every layer share a shape."""
+    others = [target] + ([] if input_point is None else [input_point])
+    dt = jnp.result_type(P, *others)
+    if not jnp.issubdtype(dt, jnp.floating):
+        dt = jnp.result_type(float)
+    P, target = P.astype(dt), target.astype(dt)
+    input_point = None if input_point is None else input_point.astype(dt)
+    if space.variable_width:
+        k = max(P.shape[-1], *(o.shape[-1] for o in others))
+        P, target = linalg.pad_columns(P, k), space.pad_to(target, k)
+        input_point = None if input_point is None else space.pad_to(input_point, k)
+    return P, target, input_point
 
-    The one place the path analysis calls :func:`geopath.project` (swap the projection here).
+
+def _project_all(space, frame, P: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Projection of every layer ``P [L, ...]`` onto the geodesic of ``frame``: ``(t [L], residual [L])``.
+
+    The one place the path analysis projects (swap the projection here). The frame (``log`` of the input ->
+    target geodesic and its degeneracy) is built once per checkpoint, outside this ``vmap`` over layers.
     """
 
     def one(c):
-        pr = ops.project(space, x0, target, c)
+        pr = projection.project_on_frame(space, frame, c)
         return pr.t, pr.distance
 
     return jax.vmap(one)(P)
 
 
-def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAnalysis:
-    """Unjitted analysis of a stacked path ``P`` of shape ``[L, ...]``."""
+def _analyze_impl(
+    space, P: jax.Array, target: jax.Array, input_point, width, num_layers=None
+) -> PathAnalysis:
+    """Unjitted analysis of a stacked path ``P`` of shape ``[L, ...]`` (target and input of its shape);
+    ``width`` is the widest layer before padding and ``num_layers`` the real number of layers when ``P`` was
+    padded by repeating its last layer (both traced; the padded entries are cut off by :func:`_trim`).
+
+    Shared work: :meth:`Space.pair_terms` of each consecutive pair gives its step length and both logs the
+    turning angles at its ends need (one SVD per pair in the shape spaces, instead of three); the geodesic
+    frame of the projections is built once.
+    """
+    P, target, input_point = _common_width(space, P, target, input_point)
     L = P.shape[0]
     have_input = input_point is not None
     x0 = input_point if have_input else P[0]
 
-    dist = jax.vmap(space.distance)
-    steps = dist(P[:-1], P[1:])  # [L-1]
+    terms = jax.vmap(space.pair_terms)(P[:-1], P[1:])  # per consecutive pair (p_i, p_{i+1})
+    steps = terms.distance  # [L-1]
+    if num_layers is not None:  # padded layers: their steps are exactly 0 (d(p, p) need not round to 0)
+        steps = jnp.where(jnp.arange(L - 1) < num_layers - 1, steps, jnp.zeros_like(steps))
     length = jnp.sum(steps)
     direct = space.distance(x0, target)
     chord = space.distance(P[0], P[-1]) if L > 1 else jnp.zeros((), steps.dtype)
+    if num_layers is not None:  # P[-1] repeats the real last layer; a one-layer path has chord 0
+        chord = jnp.where(num_layers > 1, chord, jnp.zeros_like(chord))
     safe_len = jnp.where(length > 0, length, 1.0)
     straightness = jnp.where(length > 0, direct / safe_len, jnp.ones_like(direct))
 
-    # Turning angles at interior layers: the metric angle (Space.angle_at) between the logs at each vertex.
-    # Each consecutive pair contributes its two logs once (backward to vertex i+1, forward from vertex i).
+    # Turning angles at interior layers: the metric angle (Space.angle_at) between the logs at each vertex:
+    # log(p_i, p_{i-1}) is the backward log of pair i-1, log(p_i, p_{i+1}) the forward log of pair i.
     if L >= 3:
-        bwd = jax.vmap(space.log)(P[1:-1], P[:-2])  # log at p_i towards p_{i-1}
-        fwd = jax.vmap(space.log)(P[1:-1], P[2:])  # log at p_i towards p_{i+1}
+        bwd = terms.log_ba[:-1]  # log at p_i towards p_{i-1}
+        fwd = terms.log_ab[1:]  # log at p_i towards p_{i+1}
         turning = jnp.pi - jax.vmap(space.angle_at)(P[1:-1], bwd, fwd)
-        tol = _zero_step_tol(steps.dtype, P.shape[-1]) * jnp.maximum(jnp.max(steps), 1.0)
+        tol = _zero_step_tol(steps.dtype, width) * jnp.maximum(jnp.max(steps), 1.0)
         ok = (steps[:-1] > tol) & (steps[1:] > tol)
         turning = jnp.where(ok, turning, jnp.zeros_like(turning))
     else:
         turning = jnp.zeros((0,), steps.dtype)
 
     dist_to_target = jax.vmap(lambda p: space.distance(p, target))(P)
+    frame = projection.geodesic_frame(space, x0, target)
 
     if have_input:
         dist_to_input = jax.vmap(lambda p: space.distance(x0, p))(P)
-        proj_t, proj_res = _project_all(space, x0, target, P)
+        proj_t, proj_res = _project_all(space, frame, P)
     else:
         # Layer 0 *is* the input: its distance, projection fraction and
         # residual are exactly 0. Computing them would differentiate d(x, x),
@@ -210,7 +360,7 @@ def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAn
         zero = jnp.zeros((1,), steps.dtype)
         rest = P[1:]
         dist_to_input = jnp.concatenate([zero, jax.vmap(lambda p: space.distance(x0, p))(rest)])
-        t_rest, r_rest = _project_all(space, x0, target, rest)
+        t_rest, r_rest = _project_all(space, frame, rest)
         proj_t = jnp.concatenate([zero.astype(t_rest.dtype), t_rest])
         proj_res = jnp.concatenate([zero.astype(r_rest.dtype), r_rest])
 
@@ -229,19 +379,25 @@ def _analyze_impl(space, P: jax.Array, target: jax.Array, input_point) -> PathAn
 
 
 _analyze_jit = jax.jit(_analyze_impl)
-_analyze_batched_jit = jax.jit(jax.vmap(_analyze_impl, in_axes=(None, 0, None, None)))
+_analyze_batched_jit = jax.jit(jax.vmap(_analyze_impl, in_axes=(None, 0, None, None, None, None)))
 
 
-def _analyze_local(stacked, space, target, input_point) -> PathAnalysis:
+def _analyze_local(stacked, space, target, input_point, width, num_layers) -> PathAnalysis:
     """:func:`_analyze_impl` vmapped over the checkpoints ``[T, L, ...]`` held by one device."""
-    return jax.vmap(_analyze_impl, in_axes=(None, 0, None, None))(space, stacked, target, input_point)
+    return jax.vmap(_analyze_impl, in_axes=(None, 0, None, None, None, None))(
+        space, stacked, target, input_point, width, num_layers
+    )
 
 
-def _analyze_stacked(space, stacked, target, input_point, mesh) -> PathAnalysis:
+def _analyze_padded(space, padded: _Padded, mesh) -> PathAnalysis:
     """All checkpoints at once; with a ``mesh``, the checkpoint axis is sharded over its devices."""
+    # the sizes as int32 arrays: traced, so every width and depth in one bucket shares the program
+    args = (padded.target, padded.input_point, np.int32(padded.width), np.int32(padded.num_layers))
     if mesh is None:
-        return _analyze_batched_jit(space, stacked, target, input_point)
-    return sharding.map_leading(_analyze_local, mesh, stacked, space, target, input_point)
+        res = _analyze_batched_jit(space, padded.stacked, *args)
+    else:
+        res = sharding.map_leading(_analyze_local, mesh, padded.stacked, space, *args)
+    return _trim(res, padded.num_layers)
 
 
 def analyze_path(space, points, target, *, input_point=None) -> PathAnalysis:
@@ -265,11 +421,11 @@ def analyze_path(space, points, target, *, input_point=None) -> PathAnalysis:
       differentiable with respect to ``points``, ``target`` and
       ``input_point``.
     """
-    P = _stack(space, points)
-    target = jnp.asarray(target)
-    if input_point is not None:
-        input_point = jnp.asarray(input_point)
-    return _analyze_jit(space, P, target, input_point)
+    padded = _pad_checkpoints(space, [_layers(points)], target, input_point, single=True)
+    res = _analyze_jit(
+        space, padded.stacked, padded.target, padded.input_point, padded.width, padded.num_layers
+    )
+    return _trim(res, padded.num_layers)
 
 
 def analyze_checkpoints(
@@ -304,19 +460,20 @@ def analyze_checkpoints(
       array (zero-padded to a common width for the shape spaces) and analysed
       with a single ``jax.vmap``.
     """
-    target = jnp.asarray(target)
-    if input_point is not None:
-        input_point = jnp.asarray(input_point)
     if not _is_sequence(reps_per_checkpoint):
-        arr = jnp.asarray(reps_per_checkpoint)
+        arr = reps_per_checkpoint
         if not are_points:
             raise ValueError(
                 "an array of stacked checkpoints must hold points; pass are_points=True "
                 "or a list of lists of activations"
             )
-        if arr.ndim != 4:
-            raise ValueError(f"stacked checkpoints must have shape [T, L, n, k]; got {arr.shape}")
-        return _analyze_stacked(space, arr, target, input_point, mesh)
+        if jnp.ndim(arr) != 4:
+            raise ValueError(f"stacked checkpoints must have shape [T, L, n, k]; got {jnp.shape(arr)}")
+        if jnp.shape(arr)[1] == 0:
+            raise ValueError("a path needs at least one point; got a checkpoint with no layers")
+        arr = np.asarray(arr) if _is_concrete(arr) else jnp.asarray(arr)
+        checkpoints = [[arr[t, i] for i in range(arr.shape[1])] for t in range(arr.shape[0])]
+        return _analyze_padded(space, _pad_checkpoints(space, checkpoints, target, input_point), mesh)
 
     if len(reps_per_checkpoint) == 0:
         raise ValueError("no checkpoints given")
@@ -326,18 +483,11 @@ def analyze_checkpoints(
     (L,) = lengths
     if L == 0:
         raise ValueError("a path needs at least one point; got a checkpoint with no layers")
-    T = len(reps_per_checkpoint)
-    flat = []
+    checkpoints = []
     for reps in reps_per_checkpoint:
-        if _is_sequence(reps):
-            items = list(reps)
-        else:
-            arr = jnp.asarray(reps)
-            items = [arr[i] for i in range(arr.shape[0])]
-        flat.extend(items if are_points else [space.point(x) for x in items])
-    stacked = ops.stack_points(space, flat)
-    stacked = stacked.reshape((T, L) + stacked.shape[1:])
-    return _analyze_stacked(space, stacked, target, input_point, mesh)
+        items = list(reps) if _is_sequence(reps) else [reps[i] for i in range(jnp.shape(reps)[0])]
+        checkpoints.append(items if are_points else [space.point(x) for x in items])
+    return _analyze_padded(space, _pad_checkpoints(space, checkpoints, target, input_point), mesh)
 
 
 # ----------------------------------------------------------------------------
@@ -402,18 +552,34 @@ def _resample_positions(L: int, depth: np.ndarray):
     return idx, frac
 
 
+_GRID_MULTIPLE = 8  # the depth grid is padded to a multiple of this (fewer compiled programs)
+
+
 @jax.jit
-def _aligned_geodesic(space, Pa, ia, fa, Pb, ib, fb):
+def _aligned_geodesic(space, Pa, ia, fa, Pb, ib, fb, num):
+    """Distances at the (padded) grid points and their mean over the first ``num`` (traced) of them.
+
+    ``Pa``, ``Pb`` are padded paths (at least 2 layers each, the last repeated), so every bracketing pair
+    ``(P[i], P[i + 1])`` exists; a one-layer path is resampled at fraction 0 of ``(P[0], P[0])``.
+    """
+
     def interp(P, i, f):
-        if P.shape[0] == 1:
-            return P[i]
-        a, b = P[i], P[i + 1]
-        return space.geodesic(a, b, f)
+        return space.geodesic(P[i], P[i + 1], f)
 
     def one(i_a, f_a, i_b, f_b):
         return space.distance(interp(Pa, i_a, f_a), interp(Pb, i_b, f_b))
 
-    return jax.vmap(one)(ia, fa, ib, fb)
+    d = jax.vmap(one)(ia, fa, ib, fb)
+    real = jnp.arange(d.shape[0]) < num
+    return d, jnp.sum(jnp.where(real, d, jnp.zeros_like(d))) / num.astype(d.dtype)
+
+
+def _pad_paths(space, la: list, lb: list) -> tuple[jax.Array, jax.Array]:
+    """Two paths stacked in shape buckets (layers: repeat the last; columns: zero-padded to one width)."""
+    widest = max(la + lb, key=lambda p: jnp.shape(p)[-1])  # sets the common bucket width of both
+    a = _pad_checkpoints(space, [la], widest, None, single=True)
+    b = _pad_checkpoints(space, [lb], widest, None, single=True)
+    return a.stacked, b.stacked
 
 
 def compare_paths(
@@ -455,22 +621,34 @@ def compare_paths(
     if cross is None:
         cross = pairwise.cross_distances(space, la, lb, are_points=True)
     else:
-        cross = jnp.asarray(cross)
+        cross = jax.device_put(cross) if isinstance(cross, np.ndarray) else jnp.asarray(cross)
         if cross.shape != (La, Lb):
             raise ValueError(
                 f"cross must have shape ({La}, {Lb}) for paths of {La} and {Lb} layers; got {cross.shape}"
             )
+    concrete = _is_concrete(cross)
     if method == "nearest":
         ia = np.floor(depth_np * (La - 1) + 0.5).astype(np.int32)
         ib = np.floor(depth_np * (Lb - 1) + 0.5).astype(np.int32)
-        aligned = cross[ia, ib]
+        if concrete:  # host-side gather: no compiled program per grid size
+            host = np.asarray(cross)[ia, ib]
+            aligned, mean_aligned = jax.device_put(host), jax.device_put(host.mean(dtype=host.dtype))
+        else:
+            aligned = cross[ia, ib]
+            mean_aligned = jnp.mean(aligned)
     else:
-        Pa, Pb = _stack(space, points_a), _stack(space, points_b)
+        Pa, Pb = _pad_paths(space, la, lb)
         ia, fa = _resample_positions(La, depth_np)
         ib, fb = _resample_positions(Lb, depth_np)
-        dt = Pa.dtype
-        aligned = _aligned_geodesic(
-            space, Pa, jnp.asarray(ia), jnp.asarray(fa, dt), Pb, jnp.asarray(ib), jnp.asarray(fb, dt)
+        Kp = -(-K // _GRID_MULTIPLE) * _GRID_MULTIPLE
+        ia, ib, fa, fb = (np.pad(x, (0, Kp - K)) for x in (ia, ib, fa, fb))
+        dt = np.dtype(Pa.dtype)
+        d, mean_aligned = _aligned_geodesic(
+            space, Pa, ia, fa.astype(dt), Pb, ib, fb.astype(dt), np.asarray(K, np.int32)
         )
-    depth = jnp.asarray(depth_np, cross.dtype)
-    return PathComparison(cross=cross, depth=depth, aligned=aligned, mean_aligned=jnp.mean(aligned))
+        if _is_concrete(d):
+            aligned = jax.device_put(np.asarray(d)[:K])
+        else:
+            aligned = d[:K]
+    depth = jax.device_put(depth_np.astype(np.dtype(cross.dtype)))
+    return PathComparison(cross=cross, depth=depth, aligned=aligned, mean_aligned=mean_aligned)

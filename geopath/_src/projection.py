@@ -76,6 +76,24 @@ class Projection(NamedTuple):
     converged: Array
 
 
+class GeodesicFrame(NamedTuple):
+    """The per-geodesic work of a projection, built once by :func:`geodesic_frame` and shared by every point
+    projected onto the geodesic ``a -> b`` (e.g. every layer of a path, onto its input -> target geodesic).
+
+    Attributes:
+      a, b: the endpoints (common width, common floating dtype).
+      v: ``log(a, b)``, differentiable where the geodesic is non-degenerate (gradient cut where it is not).
+      sv: ``v`` without gradient (what the searches use).
+      ok: ``[]`` bool: the geodesic has a length that can be resolved (see :func:`_nondegenerate`).
+    """
+
+    a: Array
+    b: Array
+    v: Array
+    sv: Array
+    ok: Array
+
+
 class _Search(NamedTuple):
     """What a solver hands back: the solution on constants, and the curvature for the implicit gradient."""
 
@@ -135,37 +153,88 @@ def project(
     Returns:
       :class:`Projection` ``(t, point, distance, gap, converged)``.
     """
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
-    if num_grid < 2:
-        raise ValueError(f"num_grid must be >= 2; got {num_grid}")
-    if num_rounds < 0 or num_iters < 0:
-        raise ValueError(f"num_rounds and num_iters must be >= 0; got {num_rounds} and {num_iters}")
+    _check_options(method, num_grid, num_rounds, num_iters)
     a, b, c = space.common(a, b, c)
     a, b, c = (jnp.asarray(p) for p in (a, b, c))
     dtype = jnp.result_type(a, b, c)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.float32
     a, b, c = (p.astype(dtype) for p in (a, b, c))
+    return project_on_frame(
+        space,
+        geodesic_frame(space, a, b),
+        c,
+        segment=segment,
+        method=method,
+        tol=tol,
+        num_rounds=num_rounds,
+        num_iters=num_iters,
+        num_grid=num_grid,
+    )
+
+
+def _check_options(method: str, num_grid: int, num_rounds: int, num_iters: int) -> None:
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
+    if num_grid < 2:
+        raise ValueError(f"num_grid must be >= 2; got {num_grid}")
+    if num_rounds < 0 or num_iters < 0:
+        raise ValueError(f"num_rounds and num_iters must be >= 0; got {num_rounds} and {num_iters}")
+
+
+def geodesic_frame(space: Space, a: Array, b: Array) -> GeodesicFrame:
+    """The work shared by every projection onto the geodesic ``a -> b``: ``log(a, b)`` and its degeneracy.
+
+    ``a`` and ``b`` must already have a common shape and floating dtype. Costs two logs (one without
+    gradient to decide degeneracy, one differentiable with the gradient cut where degenerate), whatever the
+    number of points later projected with :func:`project_on_frame`.
+    """
+    sa, sb = jax.lax.stop_gradient(a), jax.lax.stop_gradient(b)
+    sv = space.log(sa, sb)
+    ok = _nondegenerate(space, sa, sb, sv)
+    # where the geodesic is degenerate, nothing may carry a gradient through its direction: cut it off
+    # before any NaN can form
+    v = space.log(jnp.where(ok, a, sa), jnp.where(ok, b, sb))
+    return GeodesicFrame(a=a, b=b, v=v, sv=jax.lax.stop_gradient(v), ok=ok)
+
+
+def project_on_frame(
+    space: Space,
+    frame: GeodesicFrame,
+    c: Array,
+    *,
+    segment: bool = False,
+    method: str = "auto",
+    tol: float | None = None,
+    num_rounds: int = 8,
+    num_iters: int = 6,
+    num_grid: int = 31,
+) -> Projection:
+    """:func:`project` of ``c`` onto the geodesic of a prebuilt :func:`geodesic_frame` (same options).
+
+    ``c`` must have the frame's shape and dtype. ``jax.vmap`` over ``c`` with the frame unbatched computes the
+    per-geodesic work once: this is how the path analysis projects all layers of a checkpoint.
+    """
+    _check_options(method, num_grid, num_rounds, num_iters)
+    a, ok = frame.a, frame.ok
+    dtype = a.dtype
     if tol is None:
         tol = 1e-6 if dtype == jnp.float64 else 1e-3
 
     solver = _grid_newton if method == "grid" else _solver_for(space)
-    sa, sb, sc = (jax.lax.stop_gradient(p) for p in (a, b, c))
-    ok = _nondegenerate(space, sa, sb)
+    sa, sc = jax.lax.stop_gradient(a), jax.lax.stop_gradient(c)
     if solver is _closed_form_sphere or solver is _closed_form_flat:
-        t = solver(space, a, b, c, ok=ok, segment=segment)
+        t = solver(space, a, frame.v, c, ok=ok, segment=segment)
         gap = jnp.zeros((), dtype)
         converged = jnp.ones((), bool)
     else:
         kw = {"num_iters": num_iters, "num_grid": num_grid} if solver is _grid_newton else {}
         if solver in (_shape_angular, _shape_euclidean):
             kw = {"num_rounds": num_rounds}
-        search = solver(space, sa, sb, sc, ok=ok, segment=segment, tol=tol, **kw)
-        t = _implicit_step(space, a, b, c, search, ok=ok, segment=segment)
+        search = solver(space, sa, frame.sv, sc, ok=ok, segment=segment, tol=tol, **kw)
+        t = _implicit_step(space, frame, c, search, segment=segment)
         gap, converged = search.gap, search.converged
-    v = space.log(a, jnp.where(ok, b, sb))  # no gradient through a degenerate geodesic's direction
-    point = jnp.where(ok, space.exp(a, t * v), a)  # a degenerate geodesic is the point a itself
+    point = jnp.where(ok, space.exp(a, t * frame.v), a)  # a degenerate geodesic is the point a itself
     return Projection(t=t, point=point, distance=space.distance(point, c), gap=gap, converged=converged)
 
 
@@ -182,15 +251,15 @@ def _solver_for(space: Space):
     return _grid_newton
 
 
-def _nondegenerate(space: Space, a: Array, b: Array) -> Array:
-    """Whether the geodesic ``a -> b`` has a length that can be resolved.
+def _nondegenerate(space: Space, a: Array, b: Array, v: Array) -> Array:
+    """Whether the geodesic ``a -> b`` (``v = log(a, b)``) has a length that can be resolved.
 
     Shape, sphere and flat spaces: ``|log_a b| > 1e3 eps`` (times the size of the points in the flat ones).
     Other spaces: also above 100 times ``|log_a a|``, the rounding floor of that very computation (it grows
     with the condition number of SPD points, e.g. ~1e-12 instead of 0 in float64).
     """
     eps = jnp.finfo(a.dtype).eps
-    length = space.norm(a, space.log(a, b))
+    length = space.norm(a, v)
     if isinstance(space, (AngularShape, AngularCKA)):
         return length > 1e3 * eps
     if isinstance(space, (EuclideanShape, Stress)):
@@ -199,17 +268,16 @@ def _nondegenerate(space: Space, a: Array, b: Array) -> Array:
     return length > 100.0 * floor + 1e3 * eps
 
 
-def _implicit_step(space: Space, a, b, c, search: _Search, *, ok: Array, segment: bool) -> Array:
+def _implicit_step(space: Space, frame: GeodesicFrame, c, search: _Search, *, segment: bool) -> Array:
     """One differentiable Newton step at the solution: carries ``dt`` by the implicit function theorem.
 
     ``f'(t) = -<log_gamma(t) c, gamma'(t)>`` (first variation of ``d^2 / 2``) is written without ``jax.grad``
     of the distance, so differentiating it needs only first derivatives of the SVD-based maps; ``f''`` is the
     solver's (constant) curvature.
     """
-    t_star = search.t
+    t_star, ok, v = search.t, frame.ok, frame.v
     # where the geodesic is degenerate, t = 0 carries no gradient: cut it off before any NaN can form
-    a, b, c = (jnp.where(ok, p, jax.lax.stop_gradient(p)) for p in (a, b, c))
-    v = space.log(a, b)
+    a, c = (jnp.where(ok, p, jax.lax.stop_gradient(p)) for p in (frame.a, c))
     p_star, vel = jax.jvp(lambda t: space.exp(a, t * v), (t_star,), (jnp.ones_like(t_star),))
     g = -space.inner(p_star, space.log(p_star, c), vel)
     curv = jnp.where(ok & (search.curvature > 0), search.curvature, 1.0)
@@ -223,9 +291,8 @@ def _implicit_step(space: Space, a, b, c, search: _Search, *, ok: Array, segment
 # Closed forms: the unit sphere (AngularCKA) and flat spaces (Stress).
 
 
-def _closed_form_sphere(space: Space, a, b, c, *, ok: Array, segment: bool) -> Array:
-    """``s* = atan2(<u, c>, <a, c>)`` on the great circle ``cos(s) a + sin(s) u``; ``t = s* / d(a, b)``."""
-    v = space.log(a, b)
+def _closed_form_sphere(space: Space, a, v, c, *, ok: Array, segment: bool) -> Array:
+    """``s* = atan2(<u, c>, <a, c>)`` on the great circle ``cos(s) a + sin(s) u`` (``v = log(a, b)``)."""
     theta = linalg.safe_norm(v)
     safe_theta = jnp.where(ok, theta, 1.0)
     u = jnp.where(ok, v / safe_theta, jnp.zeros_like(v))
@@ -245,9 +312,8 @@ def _closed_form_sphere(space: Space, a, b, c, *, ok: Array, segment: bool) -> A
     return jnp.where(ok, t, jnp.zeros_like(t))
 
 
-def _closed_form_flat(space: Space, a, b, c, *, ok: Array, segment: bool) -> Array:
+def _closed_form_flat(space: Space, a, w, c, *, ok: Array, segment: bool) -> Array:
     """``t* = <c - a, w> / <w, w>`` with ``w = log(a, b)`` (Riemannian inner product at ``a``)."""
-    w = space.log(a, b)
     ww = space.inner(a, w, w)
     t = space.inner(a, space.log(a, c), w) / jnp.where(ok, ww, 1.0)
     if segment:
@@ -347,12 +413,11 @@ def _polish(newton_step, xs, ys, objective, lo, hi, num_steps=2):
 # Angular shape metric.
 
 
-def _shape_angular(space, a, b, c, *, ok, segment, tol, num_rounds) -> _Search:
+def _shape_angular(space, a, v, c, *, ok, segment, tol, num_rounds) -> _Search:
     """Branch and bound on ``h(s) = ||cos(s) M1 + sin(s) M2||_*``, then Newton steps (see module notes)."""
     dt = a.dtype
     an = a / linalg.safe_norm(a)
     cn = c / linalg.safe_norm(c)
-    v = space.log(an, b)
     theta = linalg.safe_norm(v)
     safe_theta = jnp.where(ok, theta, 1.0)
     u = jnp.where(ok, v / safe_theta, jnp.zeros_like(v))
@@ -410,10 +475,9 @@ def _shape_angular(space, a, b, c, *, ok, segment, tol, num_rounds) -> _Search:
 # Euclidean shape metric.
 
 
-def _shape_euclidean(space, a, b, c, *, ok, segment, tol, num_rounds) -> _Search:
+def _shape_euclidean(space, a, w, c, *, ok, segment, tol, num_rounds) -> _Search:
     """Branch and bound on ``f(t) = |a + t w|^2 + |c|^2 - 2 ||(a + t w)^T c||_*`` (convex nuclear norm)."""
-    dt = a.dtype
-    w = space.log(a, b)  # b R - a
+    dt = a.dtype  # w = log(a, b) = b R - a
     qa, qb, qw = jnp.sum(a * a), jnp.sum(a * w), jnp.sum(w * w)
     qw_safe = jnp.where(ok, qw, 1.0)
     cc = jnp.sum(c * c)
@@ -476,7 +540,7 @@ def _shape_euclidean(space, a, b, c, *, ok, segment, tol, num_rounds) -> _Search
 # Grid + safeguarded Newton: the generic method (any space) and the reference ``method="grid"``.
 
 
-def _grid_newton(space, a, b, c, *, ok, segment, tol, num_iters=6, num_grid=31) -> _Search:
+def _grid_newton(space, a, v, c, *, ok, segment, tol, num_iters=6, num_grid=31) -> _Search:
     """Best of the tangent-space estimate and a grid in ``t``, then safeguarded Newton steps (unrolled).
 
     ``f'`` by autodiff, ``f''`` by a central difference of ``f'`` (autodiff second derivatives of SVD-based
@@ -484,7 +548,6 @@ def _grid_newton(space, a, b, c, *, ok, segment, tol, num_iters=6, num_grid=31) 
     """
     lo, hi = (0.0, 1.0) if segment else (-1.0, 2.0)
     h = (hi - lo) / (num_grid - 1)
-    v = space.log(a, b)
     vv = space.inner(a, v, v)
 
     def f(t):

@@ -27,6 +27,20 @@ from geopath._src import linalg
 from geopath._src import validation as val
 
 
+class PairTerms(NamedTuple):
+    """What a path analysis needs of one consecutive pair ``(a, b)`` (result of :meth:`Space.pair_terms`).
+
+    Attributes:
+      distance: ``[]`` ``d(a, b)``.
+      log_ab: ``log(a, b)``, tangent at ``a`` (shaped like the common point).
+      log_ba: ``log(b, a)``, tangent at ``b``.
+    """
+
+    distance: Array
+    log_ab: Array
+    log_ba: Array
+
+
 def static_space(cls):
     """Makes ``cls`` a frozen dataclass and a leaf-less pytree (configuration in aux data)."""
     cls = dataclasses.dataclass(frozen=True)(cls)
@@ -127,7 +141,8 @@ class Space(abc.ABC):
     :meth:`exp`, :meth:`transport` and :meth:`tangent_coords`. Everything else has a default built on them:
     :meth:`geodesic` (``exp(a, t log(a, b))``), :meth:`inner` and :meth:`norm` (Frobenius in tangent
     coordinates), :meth:`angle_at` (Riemannian angle), :meth:`align` (identity), the padding hooks (:attr:`variable_width`, :meth:`pad_to`,
-    :meth:`common`) and the all-pairs hooks (:meth:`prepare`, :meth:`prepared_distance`). Decorate a concrete
+    :meth:`common`), the all-pairs hooks (:meth:`prepare`, :meth:`prepared_distance`) and the shared-work
+    hook of the path analysis (:meth:`pair_terms`). Decorate a concrete
     space with :func:`static_space` so that it is a hashable, leaf-less pytree.
 
     Padding is one idea: in a space with ``variable_width = True`` (the shape spaces) points of the same
@@ -234,3 +249,14 @@ class Space(abc.ABC):
     def prepared_distance(self, pa: Any, pb: Any) -> Array:
         """``distance`` from two :meth:`prepare` results (same-width points); scalar."""
         return self.distance(pa, pb)
+
+    # Shared-work hook of the path analysis: one call per consecutive pair of layers.
+    def pair_terms(self, a: Array, b: Array) -> PairTerms:
+        """``(d(a, b), log(a, b), log(b, a))`` of two points of one shape, as a :class:`PairTerms`.
+
+        The default is the three calls. A space whose three share an expensive step overrides it (the shape
+        metrics: one optimal rotation, i.e. one SVD of ``b^T a``, serves all three); an override must return
+        what the three calls return (up to rounding, and up to the choice among equally optimal alignments
+        where the logs are not unique).
+        """
+        return PairTerms(self.distance(a, b), self.log(a, b), self.log(b, a))

@@ -14,6 +14,7 @@ from jax.typing import ArrayLike
 from geopath._src import linalg
 from geopath._src import validation as val
 from geopath._src.spaces import sphere
+from geopath._src.spaces.base import PairTerms
 from geopath._src.spaces.base import Space
 from geopath._src.spaces.base import centered
 from geopath._src.spaces.base import check_points
@@ -213,15 +214,41 @@ class _ShapeSpace(Space):
 
     def _aligned_distance(self, a: Array, b: Array) -> Array:
         """:meth:`distance` for same-width points ``[n, k]`` (no checks, no padding); scalar."""
+        return self._distance_and_rotation(a, b)[0]
+
+    def _distance_and_rotation(self, a: Array, b: Array) -> tuple[Array, Array]:
+        """``(d(a, b), R)`` for same-width points, ``R`` the optimal rotation of ``b`` onto ``a`` (one SVD).
+
+        The rotation is computed from the rescaled points the distance uses (unit norm, or a power-of-two
+        rescaling), which have the same polar factor as ``b^T a`` up to rounding.
+        """
         if self._angular:
             ua, ub = a / linalg.safe_norm(a), b / linalg.safe_norm(b)
-            chord = linalg.safe_norm(ua - ub @ self._rotation(ua, ub))
+            r = self._rotation(ua, ub)
+            chord = linalg.safe_norm(ua - ub @ r)
             d = 2.0 * jnp.arcsin(jnp.minimum(0.5 * chord, 1.0))
         else:  # homogeneous of degree 1: rescale by a power of two so that a^T b cannot overflow
             e = linalg.max_exponent(a, b)
             sa, sb = jnp.ldexp(a, -e), jnp.ldexp(b, -e)
-            d = jnp.ldexp(linalg.safe_norm(sa - sb @ self._rotation(sa, sb)), e)
-        return jnp.where(jnp.all(a == b), jnp.zeros_like(d), d)
+            r = self._rotation(sa, sb)
+            d = jnp.ldexp(linalg.safe_norm(sa - sb @ r), e)
+        return jnp.where(jnp.all(a == b), jnp.zeros_like(d), d), r
+
+    def pair_terms(self, a: Array, b: Array) -> PairTerms:
+        """``(d(a, b), log(a, b), log(b, a))`` from ONE optimal rotation ``R`` (one SVD of ``b^T a``).
+
+        ``log(a, b)`` aligns ``b R`` to ``a``; ``log(b, a)`` aligns ``a R^T`` to ``b`` (the polar factor of
+        ``a^T b`` is ``R^T``). Where the alignment is not unique (rank-deficient ``b^T a``, e.g. padded
+        points) the logs may differ from separate :meth:`log` calls by a rotation that fixes the base point's
+        row space, which leaves distances and the metric angles of :meth:`angle_at` unchanged.
+        """
+        check_points(a, b)
+        a, b = self.common(a, b)
+        d, r = self._distance_and_rotation(a, b)
+        b_al, a_al = b @ r, a @ r.T
+        if self._angular:
+            return PairTerms(d, sphere.log(a, b_al), sphere.log(b, a_al))
+        return PairTerms(d, b_al - a, a_al - b)
 
     def prepared_distance(self, a: Array, b: Array) -> Array:
         """:meth:`distance` without input checks (widths may differ); used for all-pairs, equally accurate."""
