@@ -225,9 +225,11 @@ def analyze_metric(
             out["joint"]["spherical_mds"] = spherical_embedding(D, units=spec.units)
         comps = {}
         archs = list(final_points)
+        starts = [0] + bounds[:-1]  # row ranges of each network's layers in the joint matrix D
         for i in range(len(archs)):
             for j in range(i + 1, len(archs)):
-                c = gp.compare_paths(space, final_points[archs[i]], final_points[archs[j]])
+                cross = D[starts[i] : bounds[i], starts[j] : bounds[j]]  # d(a_k, b_l), already computed
+                c = gp.compare_paths(space, final_points[archs[i]], final_points[archs[j]], cross=cross)
                 comps[f"{archs[i]} vs {archs[j]}"] = dict(
                     mean_aligned=float(c.mean_aligned),
                     aligned=_tolist(c.aligned),
