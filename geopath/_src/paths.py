@@ -250,9 +250,10 @@ def _pad_checkpoints(space, checkpoints: list[list], target, input_point, *, sin
     return _Padded(stacked, target, input_point, L, width)
 
 
-def _trim(res: PathAnalysis, L: int) -> PathAnalysis:
+def _trim(res: PathAnalysis, L: int, *, on_mesh: bool = False) -> PathAnalysis:
     """Cuts the layer axes of a result computed on padded layers back to ``L`` layers (host-side when
-    concrete: no compiled slice programs)."""
+    concrete: no compiled slice programs). ``on_mesh``: the result of a sharded analysis is sliced where it
+    is, so that it stays on the mesh (also when other processes hold some of its devices)."""
     cut = {
         "steps": max(L - 1, 0),
         "turning": max(L - 2, 0),
@@ -261,7 +262,7 @@ def _trim(res: PathAnalysis, L: int) -> PathAnalysis:
         "proj_t": L,
         "proj_residual": L,
     }
-    if _is_concrete(*res):
+    if _is_concrete(*res) and not on_mesh:
         host = jax.device_get(res)
         return PathAnalysis(
             *[
@@ -397,7 +398,7 @@ def _analyze_padded(space, padded: _Padded, mesh) -> PathAnalysis:
         res = _analyze_batched_jit(space, padded.stacked, *args)
     else:
         res = sharding.map_leading(_analyze_local, mesh, padded.stacked, space, *args)
-    return _trim(res, padded.num_layers)
+    return _trim(res, padded.num_layers, on_mesh=mesh is not None)
 
 
 def analyze_path(space, points, target, *, input_point=None) -> PathAnalysis:
