@@ -252,6 +252,12 @@ _CPU_RECIPE: dict[str, Any] = dict(
     log_every=50,
 )
 
+# The small-subset recipe of ``cpu-small`` and ``paths-cpu`` (ResNet-8, cosine from 0.1; they differ in
+# subset sizes and epochs only).
+_SMALL_CPU_RECIPE: dict[str, Any] = dict(
+    arch="resnet8", batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=0.5, weight_decay=5e-4
+)
+
 # The one table of training presets (``python -m models.train --preset NAME``; the paths experiment
 # names one per experiment preset). Fields not given keep the TrainConfig defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -261,30 +267,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-resnet20_w2": dict(_CPU_RECIPE, arch="resnet20_w2"),
     "cpu-vgg11": dict(_CPU_RECIPE, arch="vgg11"),
     # A few minutes on a 2-core CPU; well above chance (see README / benchmarks).
-    "cpu-small": dict(
-        arch="resnet8",
-        train_subset=10000,
-        test_subset=2000,
-        epochs=8,
-        batch_size=128,
-        lr=0.1,
-        schedule="cosine",
-        warmup_epochs=0.5,
-        weight_decay=5e-4,
-        log_every=20,
-    ),
+    "cpu-small": dict(_SMALL_CPU_RECIPE, train_subset=10000, test_subset=2000, epochs=8, log_every=20),
     # Per-network training of the paths experiment's cpu preset (5k images, 4 epochs; arch set per network).
-    "paths-cpu": dict(
-        arch="resnet8",
-        train_subset=5000,
-        test_subset=1000,
-        epochs=4,
-        batch_size=128,
-        lr=0.1,
-        schedule="cosine",
-        warmup_epochs=0.5,
-        weight_decay=5e-4,
-    ),
+    "paths-cpu": dict(_SMALL_CPU_RECIPE, train_subset=5000, test_subset=1000, epochs=4),
     # He et al. (2016) CIFAR-10 ResNet-20 recipe: 64k iterations of batch 128 (~164 epochs),
     # lr 0.1 divided by 10 at 32k and 48k iterations, momentum 0.9, L2 weight decay 1e-4.
     "paper": dict(
