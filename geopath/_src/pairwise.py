@@ -84,32 +84,45 @@ def _stack_prepare(space: Space, members: tuple[Array, ...]):
     return jax.vmap(space.prepare)(jnp.stack(members))
 
 
+def _pair_rows(il: Array, jl: Array, space: Space, pp, pq) -> Array:
+    """Distances of the pairs ``(pp[il], pq[jl])`` row by row (``il, jl, out: [rows, chunk]``): ``lax.map``
+    over the rows (one vmapped chunk at a time, so memory is bounded by the chunk), skipping rows marked -1."""
+
+    def dist(a, b):
+        pa = jax.tree_util.tree_map(lambda x: x[a], pp)
+        pb = jax.tree_util.tree_map(lambda x: x[b], pq)
+        return space.prepared_distance(pa, pb)
+
+    def step(ij):
+        ii, jj = ij
+        run = lambda: jax.vmap(dist)(jnp.maximum(ii, 0), jnp.maximum(jj, 0))
+        skip = lambda: jnp.zeros(ii.shape, jax.eval_shape(run).dtype)
+        return jax.lax.cond(ii[0] >= 0, run, skip)
+
+    return jax.lax.map(step, (il, jl))
+
+
 @functools.partial(jax.jit, static_argnames=("mesh",))
+def _pair_block_spmd(space: Space, prep_p, prep_q, i: Array, j: Array, *, mesh: Mesh) -> Array:
+    spec = sharding.batch_spec(mesh)
+    return jax.shard_map(
+        lambda pp, pq, il, jl: _pair_rows(il, jl, space, pp, pq),
+        mesh=mesh,
+        in_specs=(P(), P(), spec, spec),
+        out_specs=spec,
+        check_vma=False,
+    )(prep_p, prep_q, i, j)
+
+
 def _pair_block(space: Space, prep_p, prep_q, i: Array, j: Array, *, mesh: Mesh) -> Array:
     """Distances of the pairs ``(prep_p[i], prep_q[j])``; ``i, j, out: [devices * chunks, chunk]``.
 
-    Rows of ``i``/``j`` are sharded over ``mesh``; each device loops over its ``chunks`` rows with
-    ``lax.map`` (one vmapped chunk at a time, so memory is bounded by the chunk) and skips rows marked -1.
+    Rows of ``i``/``j`` are sharded over ``mesh``; each device runs :func:`_pair_rows` on its rows (several
+    CPU devices of this process in turn: see ``sharding.runs_serially``).
     """
-
-    def local(pp, pq, il, jl):
-        def dist(a, b):
-            pa = jax.tree_util.tree_map(lambda x: x[a], pp)
-            pb = jax.tree_util.tree_map(lambda x: x[b], pq)
-            return space.prepared_distance(pa, pb)
-
-        def step(ij):
-            ii, jj = ij
-            run = lambda: jax.vmap(dist)(jnp.maximum(ii, 0), jnp.maximum(jj, 0))
-            skip = lambda: jnp.zeros(ii.shape, jax.eval_shape(run).dtype)
-            return jax.lax.cond(ii[0] >= 0, run, skip)
-
-        return jax.lax.map(step, (il, jl))
-
-    spec = sharding.batch_spec(mesh)
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), spec, spec), out_specs=spec, check_vma=False)(
-        prep_p, prep_q, i, j
-    )
+    if sharding.runs_serially(mesh):
+        return sharding.map_serial(_pair_rows, mesh, (i, j), (space, prep_p, prep_q))
+    return _pair_block_spmd(space, prep_p, prep_q, i, j, mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("shape", "dtype", "mesh"))
@@ -131,9 +144,10 @@ def points(space: Space, xs: Sequence[ArrayLike], *, mesh: Mesh | None = None) -
 
     Concrete inputs are validated eagerly first, so bad input raises ``ValueError`` naming the layer. With a
     ``mesh``, layer ``i`` is computed on this process's ``i % D``-th device of the mesh (the point programs of
-    different layers then run concurrently).
+    different layers then run concurrently, except on CPU devices: see ``sharding.runs_serially``).
     """
     local = None if mesh is None else sharding.check_mesh(mesh).local_devices
+    serial = mesh is not None and sharding.runs_serially(mesh)
     out = []
     for idx, x in enumerate(xs):
         if not val.is_traced(x):
@@ -141,7 +155,8 @@ def points(space: Space, xs: Sequence[ArrayLike], *, mesh: Mesh | None = None) -
             xnp = np.asarray(xm)
             val.check_values(xnp, xnp - xnp.mean(axis=0, keepdims=True), name=f"layer {idx}")
             xj = jnp.asarray(x) if local is None else jax.device_put(x, local[idx % len(local)])
-            out.append(_jit_point(space, xj))
+            p = _jit_point(space, xj)
+            out.append(jax.block_until_ready(p) if serial else p)  # CPU devices in turn (see sharding)
         else:
             out.append(space.point(x))
     return out

@@ -8,6 +8,13 @@ process (host); nothing here is specific to one host.
 Every function that takes ``mesh=`` shards ONE leading batch axis (pairs of layers, checkpoints) over ALL
 axes of the mesh (flattened, in ``mesh.devices`` order) and replicates everything else; a multi-axis mesh
 is therefore used as a flat list of devices.
+
+CPU devices of one process run their shards one after another (:func:`runs_serially`). They share one
+intra-op thread pool, sized by the cores the process may use, and jaxlib 0.10's CPU LAPACK kernels (SVD,
+eigh, QR, ... on a batch) split the batch over that pool and block a pool thread until the pieces are done:
+when as many devices as the pool has threads reach such a kernel at once, every thread waits and the process
+hangs at 0% CPU (seen with 2 forced host devices on 2 cores). Running the shards in turn gives the same
+numbers; on one host's CPU it costs nothing, since the devices share the same cores anyway.
 """
 
 from __future__ import annotations
@@ -83,6 +90,8 @@ def place(x, target: NamedSharding):
     """
     if isinstance(x, jax.core.Tracer):
         return x
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
+        return x  # already laid out so (possibly across processes)
     if target.is_fully_addressable:
         return jax.device_put(x, target)
     x = jnp.asarray(x)
@@ -100,12 +109,59 @@ def padded_length(n: int, mesh: Mesh) -> int:
     return max(d, -(-n // d) * d)
 
 
+def runs_serially(mesh: Mesh) -> bool:
+    """Whether this process runs its shards of ``mesh`` one device at a time: it holds more than one of the
+    mesh's devices and they are CPU devices (see the module notes: a hang otherwise)."""
+    me = jax.process_index()
+    local = [d for d in mesh.devices.flat if d.process_index == me]
+    return len(local) > 1 and all(d.platform == "cpu" for d in local)
+
+
+def _shard_on(x: jax.Array, device) -> jax.Array:
+    """The piece of the global array ``x`` held by ``device``."""
+    for s in x.addressable_shards:
+        if s.device == device:
+            return s.data
+    raise ValueError(f"no shard of the array on {device}")
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _local_jit(fn, sharded, rest):
+    return fn(*sharded, *rest)
+
+
+def map_serial(fn: Callable, mesh: Mesh, sharded: tuple, rest: tuple):
+    """``fn(*sharded_local, *rest)`` on each of this process's devices of ``mesh`` in turn, as one global result.
+
+    ``sharded``: arrays with a common leading axis divisible by the device count, split over the mesh like
+    ``batch_spec(mesh)``; ``rest``: pytrees, replicated. Each device's program finishes before the next one
+    starts. The outputs (every leaf with the leading axis of the local piece) are assembled into global arrays
+    sharded like the inputs, as ``jax.shard_map`` with ``out_specs=batch_spec(mesh)`` would return them.
+    """
+    spec = NamedSharding(mesh, batch_spec(mesh))
+    sharded = tuple(place(x, spec) for x in sharded)
+    rest = replicate(rest, mesh)
+    me = jax.process_index()
+    outs = []
+    for device in (d for d in mesh.devices.flat if d.process_index == me):
+        local = tuple(_shard_on(x, device) for x in sharded)
+        local_rest = jax.tree_util.tree_map(lambda a: _shard_on(a, device), rest)
+        outs.append(jax.block_until_ready(_local_jit(fn, local, local_rest)))
+
+    def assemble(*pieces):
+        shape = (pieces[0].shape[0] * size(mesh),) + pieces[0].shape[1:]
+        return jax.make_array_from_single_device_arrays(shape, spec, list(pieces))
+
+    return jax.tree_util.tree_map(assemble, *outs)
+
+
 def map_leading(fn: Callable, mesh, x, *rest):
     """``fn(x, *rest)`` where ``fn`` maps over the leading axis of ``x``, run with that axis sharded over ``mesh``.
 
     ``x [T, ...]`` is padded to a multiple of the device count by repeating its last item (valid input, so
     the padding cannot produce NaNs or errors), each device runs ``fn`` on its slice, and the padding is cut
-    off the results. ``rest`` (any pytrees, None allowed) is replicated. ``fn`` must be a module-level
+    off the results. ``rest`` (any pytrees, None allowed) is replicated. Several CPU devices of this process
+    run in turn (:func:`map_serial`). ``fn`` must be a module-level
     function (it is a static argument of the compiled program: a new function object compiles anew). The
     result does not depend on the number of devices beyond float reassociation inside ``fn``.
 
@@ -117,9 +173,11 @@ def map_leading(fn: Callable, mesh, x, *rest):
     tp = padded_length(t, mesh)
     if tp != t:
         x = jnp.concatenate([x, jnp.repeat(x[-1:], tp - t, axis=0)])
-    x = place(x, NamedSharding(mesh, batch_spec(mesh)))
-    rest = replicate(rest, mesh)
-    out = _map_leading_jit(fn, mesh, x, rest)
+    if runs_serially(mesh):
+        out = map_serial(fn, mesh, (x,), rest)
+    else:
+        x = place(x, NamedSharding(mesh, batch_spec(mesh)))
+        out = _map_leading_jit(fn, mesh, x, replicate(rest, mesh))
     return jax.tree_util.tree_map(lambda a: a[:t], out)
 
 

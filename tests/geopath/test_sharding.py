@@ -63,7 +63,9 @@ def _check(res: dict, expected: int) -> None:
 
 
 def test_sharded_equals_unsharded_default_matrix():
-    res = _worker(["pairwise:angular_a1:1,2,3,8", "cross:cka:1,2,3,8", "checkpoints:stress:3"])
+    # checkpoints:angular_a1 on 3 CPU devices hung (0% CPU) before the CPU devices of one process ran in turn:
+    # their batched LAPACK calls blocked every thread of the shared pool (see geopath/_src/sharding.py)
+    res = _worker(["pairwise:angular_a1:1,2,3,8", "cross:cka:1,2,3,8", "checkpoints:angular_a1:3"])
     assert res["device_count"] == 8
     _check(res, 9)
 
