@@ -9,7 +9,8 @@ Synthetic representations shaped like the CPU preset's (``--archs`` networks x `
 
 "old" is the analysis before issue 15: one independent ``space.distance`` / ``space.log`` call per quantity,
 projections by ``gp.project(method="grid")`` (dense grid + Newton, the earlier algorithm), no shape buckets,
-and ``compare_paths`` recomputing the cross distances. "new" is the library as it is. The script prints, per
+and ``compare_paths`` recomputing the cross distances, run one checkpoint at a time (see
+:func:`old_analyze_checkpoints`). "new" is the library as it is. The script prints, per
 stage, the first-call and steady-state times and the number of XLA compilations, then the largest
 differences between the two answers (``max |dt|`` of the projections, ``max |d|`` over every distance
 field), the machine, the versions and the load average. Timings taken while other processes share the cores
@@ -35,10 +36,12 @@ import numpy as np
 import geopath as gp
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-WIDTHS = {  # layer widths of CPU-preset-like networks (before the Gram route caps them at n)
-    "resnet": (16, 16, 32, 32, 64, 64, 128, 10),
-    "vgg": (32, 64, 128, 256, 10),
-    "mlp": (24, 48, 96, 10),
+WIDTHS = {  # features per layer, like the CPU preset's flattened conv maps (capped at 1024 to save memory): at
+    # n = 300 most layers are n wide after the point map, as in the real networks (e.g. 300 x 300 points of
+    # resnet14's 16 x 32 x 32 maps); the last layer is the 10 logits
+    "resnet": (1024, 1024, 1024, 512, 512, 256, 64, 10),
+    "vgg": (1024, 512, 512, 256, 10),
+    "mlp": (512, 256, 128, 10),
 }
 
 
@@ -114,14 +117,21 @@ def _old_analyze_impl(space, P, target):
     )
 
 
-_old_batched = jax.jit(jax.vmap(_old_analyze_impl, in_axes=(None, 0, None)))
+_old_single = jax.jit(_old_analyze_impl)
 
 
 def old_analyze_checkpoints(space, points_per_ckpt, target):
+    """The old analysis of every checkpoint, one checkpoint at a time (one compiled program per network).
+
+    The old code vmapped its analysis over the checkpoints; that program (grid + unrolled Newton projections
+    with SVD gradients, vmapped twice) did not finish compiling within 15 minutes here at n = 100, so the
+    baseline runs the same per-checkpoint analysis in a Python loop and stacks the results.
+    """
     flat = [p for ck in points_per_ckpt for p in ck]
     stacked = gp.stack_points(space, flat)
     stacked = stacked.reshape((len(points_per_ckpt), -1) + stacked.shape[1:])
-    return _old_batched(space, stacked, target)
+    per_ckpt = [_old_single(space, stacked[t], target) for t in range(stacked.shape[0])]
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *per_ckpt)
 
 
 # ------------------------------------------------------------------------------------------------------
