@@ -118,7 +118,7 @@ def _pair_block(space: Space, prep_p, prep_q, i: Array, j: Array, *, mesh: Mesh)
     """Distances of the pairs ``(prep_p[i], prep_q[j])``; ``i, j, out: [devices * chunks, chunk]``.
 
     Rows of ``i``/``j`` are sharded over ``mesh``; each device runs :func:`_pair_rows` on its rows (several
-    CPU devices of this process in turn: see ``sharding.runs_serially``).
+    CPU devices of this process: one program on one of them, see ``sharding.map_serial``).
     """
     if sharding.runs_serially(mesh):
         return sharding.map_serial(_pair_rows, mesh, (i, j), (space, prep_p, prep_q))

@@ -9,12 +9,13 @@ Every function that takes ``mesh=`` shards ONE leading batch axis (pairs of laye
 axes of the mesh (flattened, in ``mesh.devices`` order) and replicates everything else; a multi-axis mesh
 is therefore used as a flat list of devices.
 
-CPU devices of one process run their shards one after another (:func:`runs_serially`). They share one
+CPU devices of one process do not run their shards at once (:func:`runs_serially`). They share one
 intra-op thread pool, sized by the cores the process may use, and jaxlib 0.10's CPU LAPACK kernels (SVD,
 eigh, QR, ... on a batch) split the batch over that pool and block a pool thread until the pieces are done:
 when as many devices as the pool has threads reach such a kernel at once, every thread waits and the process
-hangs at 0% CPU (seen with 2 forced host devices on 2 cores). Running the shards in turn gives the same
-numbers; on one host's CPU it costs nothing, since the devices share the same cores anyway.
+hangs at 0% CPU (seen with 2 forced host devices on 2 cores). So this process's share of the work is computed
+on the first of its devices, in one program (:func:`map_serial`), and laid out on the mesh afterwards: the
+same numbers, and on one host's CPU no loss, since the devices share the same cores anyway.
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def padded_length(n: int, mesh: Mesh) -> int:
 
 
 def runs_serially(mesh: Mesh) -> bool:
-    """Whether this process runs its shards of ``mesh`` one device at a time: it holds more than one of the
-    mesh's devices and they are CPU devices (see the module notes: a hang otherwise)."""
+    """Whether this process computes its shards of ``mesh`` on one device (:func:`map_serial`): it holds more
+    than one of the mesh's devices and they are CPU devices (see the module notes: a hang otherwise)."""
     me = jax.process_index()
     local = [d for d in mesh.devices.flat if d.process_index == me]
     return len(local) > 1 and all(d.platform == "cpu" for d in local)
@@ -131,28 +132,35 @@ def _local_jit(fn, sharded, rest):
 
 
 def map_serial(fn: Callable, mesh: Mesh, sharded: tuple, rest: tuple):
-    """``fn(*sharded_local, *rest)`` on each of this process's devices of ``mesh`` in turn, as one global result.
+    """``fn(*sharded_local, *rest)`` for this process's devices of ``mesh``, computed on the first of them.
 
     ``sharded``: arrays with a common leading axis divisible by the device count, split over the mesh like
-    ``batch_spec(mesh)``; ``rest``: pytrees, replicated. Each device's program finishes before the next one
-    starts. The outputs (every leaf with the leading axis of the local piece) are assembled into global arrays
-    sharded like the inputs, as ``jax.shard_map`` with ``out_specs=batch_spec(mesh)`` would return them.
+    ``batch_spec(mesh)``; ``rest``: pytrees, replicated. The pieces of ``sharded`` that belong to this
+    process's devices are concatenated (in mesh order) and ``fn`` runs once on the first of those devices, one
+    program, compiled once as on a single device, so no two devices' programs run at once. Its outputs (every
+    leaf with the leading axis of the input) are split back and laid out like the inputs, as
+    ``jax.shard_map`` with ``out_specs=batch_spec(mesh)`` would return them.
     """
     spec = NamedSharding(mesh, batch_spec(mesh))
     sharded = tuple(place(x, spec) for x in sharded)
     rest = replicate(rest, mesh)
     me = jax.process_index()
-    outs = []
-    for device in (d for d in mesh.devices.flat if d.process_index == me):
-        local = tuple(_shard_on(x, device) for x in sharded)
-        local_rest = jax.tree_util.tree_map(lambda a: _shard_on(a, device), rest)
-        outs.append(jax.block_until_ready(_local_jit(fn, local, local_rest)))
+    devices = [d for d in mesh.devices.flat if d.process_index == me]
+    first = devices[0]
+    local = tuple(
+        jax.device_put(np.concatenate([np.asarray(_shard_on(x, d)) for d in devices]), first) for x in sharded
+    )
+    local_rest = jax.tree_util.tree_map(lambda a: _shard_on(a, first), rest)
+    out = jax.block_until_ready(_local_jit(fn, local, local_rest))
 
-    def assemble(*pieces):
-        shape = (pieces[0].shape[0] * size(mesh),) + pieces[0].shape[1:]
-        return jax.make_array_from_single_device_arrays(shape, spec, list(pieces))
+    def assemble(leaf):
+        host = np.asarray(leaf)
+        pieces = np.split(host, len(devices))
+        shape = (pieces[0].shape[0] * size(mesh),) + host.shape[1:]
+        arrays = [jax.device_put(piece, d) for piece, d in zip(pieces, devices)]
+        return jax.make_array_from_single_device_arrays(shape, spec, arrays)
 
-    return jax.tree_util.tree_map(assemble, *outs)
+    return jax.tree_util.tree_map(assemble, out)
 
 
 def map_leading(fn: Callable, mesh, x, *rest):
@@ -160,8 +168,8 @@ def map_leading(fn: Callable, mesh, x, *rest):
 
     ``x [T, ...]`` is padded to a multiple of the device count by repeating its last item (valid input, so
     the padding cannot produce NaNs or errors), each device runs ``fn`` on its slice, and the padding is cut
-    off the results. ``rest`` (any pytrees, None allowed) is replicated. Several CPU devices of this process
-    run in turn (:func:`map_serial`). ``fn`` must be a module-level
+    off the results. ``rest`` (any pytrees, None allowed) is replicated. Several CPU devices of this process:
+    see :func:`map_serial`. ``fn`` must be a module-level
     function (it is a static argument of the compiled program: a new function object compiles anew). The
     result does not depend on the number of devices beyond float reassociation inside ``fn``.
 
