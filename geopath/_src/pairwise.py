@@ -144,7 +144,8 @@ def points(space: Space, xs: Sequence[ArrayLike], *, mesh: Mesh | None = None) -
 
     Concrete inputs are validated eagerly first, so bad input raises ``ValueError`` naming the layer. With a
     ``mesh``, layer ``i`` is computed on this process's ``i % D``-th device of the mesh (the point programs of
-    different layers then run concurrently, except on CPU devices: see ``sharding.runs_serially``).
+    different layers then run concurrently), except that several CPU devices of this process compute every
+    layer on the first of them, one at a time (see ``sharding.map_serial``).
     """
     local = None if mesh is None else sharding.check_mesh(mesh).local_devices
     serial = mesh is not None and sharding.runs_serially(mesh)
@@ -154,9 +155,12 @@ def points(space: Space, xs: Sequence[ArrayLike], *, mesh: Mesh | None = None) -
             xm = val.as_matrix(x, name=f"layer {idx}")
             xnp = np.asarray(xm)
             val.check_values(xnp, xnp - xnp.mean(axis=0, keepdims=True), name=f"layer {idx}")
-            xj = jnp.asarray(x) if local is None else jax.device_put(x, local[idx % len(local)])
+            if local is None:
+                xj = jnp.asarray(x)
+            else:  # several CPU devices: all on the first, one at a time (see sharding.map_serial)
+                xj = jax.device_put(x, local[0] if serial else local[idx % len(local)])
             p = _jit_point(space, xj)
-            out.append(jax.block_until_ready(p) if serial else p)  # CPU devices in turn (see sharding)
+            out.append(jax.block_until_ready(p) if serial else p)
         else:
             out.append(space.point(x))
     return out
