@@ -145,7 +145,7 @@ def points(space: Space, xs: Sequence[ArrayLike], *, mesh: Mesh | None = None) -
     Concrete inputs are validated eagerly first, so bad input raises ``ValueError`` naming the layer. With a
     ``mesh``, layer ``i`` is computed on this process's ``i % D``-th device of the mesh (the point programs of
     different layers then run concurrently), except that several CPU devices of this process compute every
-    layer on the first of them, one at a time (see ``sharding.map_serial``).
+    layer on the first of them (see ``sharding.map_serial``).
     """
     local = None if mesh is None else sharding.check_mesh(mesh).local_devices
     serial = mesh is not None and sharding.runs_serially(mesh)
@@ -157,10 +157,9 @@ def points(space: Space, xs: Sequence[ArrayLike], *, mesh: Mesh | None = None) -
             val.check_values(xnp, xnp - xnp.mean(axis=0, keepdims=True), name=f"layer {idx}")
             if local is None:
                 xj = jnp.asarray(x)
-            else:  # several CPU devices: all on the first, one at a time (see sharding.map_serial)
+            else:  # several CPU devices of this process: all on the first (see sharding.map_serial)
                 xj = jax.device_put(x, local[0] if serial else local[idx % len(local)])
-            p = _jit_point(space, xj)
-            out.append(jax.block_until_ready(p) if serial else p)
+            out.append(_jit_point(space, xj))
         else:
             out.append(space.point(x))
     return out

@@ -134,30 +134,39 @@ def _local_jit(fn, sharded, rest):
 def map_serial(fn: Callable, mesh: Mesh, sharded: tuple, rest: tuple):
     """``fn(*sharded_local, *rest)`` for this process's devices of ``mesh``, computed on the first of them.
 
-    ``sharded``: arrays with a common leading axis divisible by the device count, split over the mesh like
-    ``batch_spec(mesh)``; ``rest``: pytrees, replicated. The pieces of ``sharded`` that belong to this
-    process's devices are concatenated (in mesh order) and ``fn`` runs once on the first of those devices, one
-    program, compiled once as on a single device, so no two devices' programs run at once. Its outputs (every
-    leaf with the leading axis of the input) are split back and laid out like the inputs, as
-    ``jax.shard_map`` with ``out_specs=batch_spec(mesh)`` would return them.
+    ``sharded``: whole arrays (the same on every process) with a common leading axis divisible by the device
+    count, split over the mesh like ``batch_spec(mesh)``; ``rest``: pytrees, replicated. The rows that belong to
+    this process's devices (in mesh order) go through ``fn`` once, on the first of those devices: one program,
+    compiled once as on a single device, so no two devices' programs run at once. Its outputs (every leaf with
+    the leading axis of the input) are split back and laid out like the inputs, as ``jax.shard_map`` with
+    ``out_specs=batch_spec(mesh)`` would return them.
     """
     spec = NamedSharding(mesh, batch_spec(mesh))
-    sharded = tuple(place(x, spec) for x in sharded)
-    rest = replicate(rest, mesh)
     me = jax.process_index()
-    devices = [d for d in mesh.devices.flat if d.process_index == me]
-    first = devices[0]
-    local = tuple(
-        jax.device_put(np.concatenate([np.asarray(_shard_on(x, d)) for d in devices]), first) for x in sharded
+    flat = list(mesh.devices.flat)
+    mine = [k for k, d in enumerate(flat) if d.process_index == me]
+    first = flat[mine[0]]
+
+    def rows(x):
+        host = np.asarray(x)
+        b = host.shape[0] // len(flat)
+        return jax.device_put(np.concatenate([host[k * b : (k + 1) * b] for k in mine]), first)
+
+    def on_first(a):  # a replicated array already on the mesh: its copy there; anything else: moved there
+        return (
+            _shard_on(a, first)
+            if isinstance(a, jax.Array) and first in a.devices()
+            else jax.device_put(a, first)
+        )
+
+    out = jax.block_until_ready(
+        _local_jit(fn, tuple(rows(x) for x in sharded), jax.tree_util.tree_map(on_first, rest))
     )
-    local_rest = jax.tree_util.tree_map(lambda a: _shard_on(a, first), rest)
-    out = jax.block_until_ready(_local_jit(fn, local, local_rest))
 
     def assemble(leaf):
-        host = np.asarray(leaf)
-        pieces = np.split(host, len(devices))
-        shape = (pieces[0].shape[0] * size(mesh),) + host.shape[1:]
-        arrays = [jax.device_put(piece, d) for piece, d in zip(pieces, devices)]
+        pieces = np.split(np.asarray(leaf), len(mine))
+        shape = (pieces[0].shape[0] * len(flat),) + pieces[0].shape[1:]
+        arrays = [jax.device_put(piece, flat[k]) for piece, k in zip(pieces, mine)]
         return jax.make_array_from_single_device_arrays(shape, spec, arrays)
 
     return jax.tree_util.tree_map(assemble, out)
