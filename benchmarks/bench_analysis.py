@@ -30,6 +30,7 @@ import platform
 import time
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -114,6 +115,7 @@ def _old_analyze_impl(space, P, target):
         dist_to_target=dist_to_target,
         proj_t=jnp.concatenate([zero, pr.t]),
         proj_residual=jnp.concatenate([zero, pr.distance]),
+        proj_gap=jnp.concatenate([zero, pr.gap]),  # NaN: the grid search certifies nothing
     )
 
 
@@ -176,29 +178,54 @@ def timed(label, fn):
     return result, first, steady
 
 
-# decompositions per layer of the new analysis: 44 values-only SVDs of the branch and bound (12 + 4 x 8
-# rounds); about 9 full k x k SVDs (3 Newton polish, implicit step, projection distance, distances to input
-# and target, one per consecutive pair, the nuclear norm of the turning angle); the row-space SVD is left out
-_VALUES_PER_LAYER, _FULL_PER_LAYER = 44, 9
+def _svd_eqns(jaxpr):
+    """Every ``svd`` equation of a jaxpr, nested jaxprs included: ``(compute_uv, batch, (m, n), dtype)``."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "svd":
+            shape = eqn.invars[0].aval.shape
+            yield (
+                eqn.params["compute_uv"],
+                int(np.prod(shape[:-2])),
+                tuple(shape[-2:]),
+                eqn.invars[0].aval.dtype,
+            )
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _svd_eqns(sub)
 
 
-def decomposition_floor(pts, reps=3):
-    """Seconds of the ``k x k`` SVDs alone that the new analysis of every checkpoint of every network does,
-    batched as the analysis batches them (one call per network, all its checkpoints and layers at once)."""
+def analysis_decompositions(space, ck, target, *, num_rounds=None):
+    """The SVDs of :func:`gp.analyze_checkpoints` of one network, counted in its traced program (eager calls
+    run the fast projection budget): ``{(compute_uv, (m, n), dtype): number of matrices}``."""
+    from geopath._src import paths
+
+    rounds = paths._FAST_ROUNDS if num_rounds is None else num_rounds
+    padded = paths._pad_checkpoints(space, [list(c) for c in ck], target, None)
+    args = (padded.stacked, space, padded.target, None, np.int32(padded.width), np.int32(padded.num_layers))
+    jaxpr = jax.make_jaxpr(lambda *a: paths._analyze_local(*a, num_rounds=rounds))(*args).jaxpr
+    counts = {}
+    for uv, batch, mn, dtype in _svd_eqns(jaxpr):
+        counts[(uv, mn, dtype)] = counts.get((uv, mn, dtype), 0) + batch
+    return counts
+
+
+def decomposition_floor(space, pts, target, reps=3):
+    """Seconds of the SVDs alone that the new analysis of every checkpoint of every network performs (counted
+    in its traced program), each kind batched as one call; and the counts per layer, for the printout."""
     f_vals = jax.jit(lambda x: jnp.linalg.svd(x, compute_uv=False))
     f_full = jax.jit(lambda x: jnp.linalg.svd(x))
-    total = 0.0
-    for ck in pts.values():
-        count = len(ck) * len(ck[0])
-        k = max(p.shape[1] for p in ck[0])
-        rng = np.random.default_rng(0)
-        mv = jnp.asarray(rng.standard_normal((count * _VALUES_PER_LAYER, k, k)), ck[0][0].dtype)
-        mf = jnp.asarray(rng.standard_normal((count * _FULL_PER_LAYER, k, k)), ck[0][0].dtype)
-        jax.block_until_ready((f_vals(mv), f_full(mf)))
-        total += min(
-            timeit_once(lambda: jax.block_until_ready((f_vals(mv), f_full(mf)))) for _ in range(reps)
-        )
-    return total
+    total, per_layer = 0.0, {}
+    rng = np.random.default_rng(0)
+    for name, ck in pts.items():
+        layers = len(ck) * len(ck[0])
+        for (uv, mn, dtype), count in analysis_decompositions(space, ck, target).items():
+            key = ("full" if uv else "values", mn)
+            per_layer[key] = per_layer.get(key, 0) + count / layers / len(pts)
+            m = jnp.asarray(rng.standard_normal((count,) + mn), dtype)
+            f = f_full if uv else f_vals
+            jax.block_until_ready(f(m))
+            total += min(timeit_once(lambda: jax.block_until_ready(f(m))) for _ in range(reps))
+            del m
+    return total, per_layer
 
 
 def timeit_once(fn):
@@ -285,11 +312,17 @@ def main(argv=None):
     new = results["new"]
     if "old" in results:
         report_differences(new, results["old"])
+    gaps = np.concatenate([np.ravel(np.asarray(a.proj_gap)) for a in new["ana"].values()])
+    print(
+        f"new: largest certificate gap of the projections {np.nanmax(gaps):.3g} (converged if <= 1e-6 / 1e-3)"
+    )
     if args.floor:
-        floor = decomposition_floor(new["pts"])
+        floor, per_layer = decomposition_floor(space, new["pts"], target)
         steady = new["times"][1][1]
+        counts = ", ".join(f"{v:.1f} {kind} {mn[0]}x{mn[1]}" for (kind, mn), v in sorted(per_layer.items()))
+        print(f"SVDs per layer of the analysis program (mean over networks): {counts}")
         print(
-            f"decomposition floor (the analysis' k x k SVDs alone, estimated counts): {floor:.3f} s = "
+            f"decomposition floor (those SVDs alone, batched per kind): {floor:.3f} s = "
             f"{100 * floor / max(steady, 1e-12):.0f}% of the new analysis stage (steady)"
         )
 

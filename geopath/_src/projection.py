@@ -17,10 +17,12 @@ space (one solver per family, chosen by :func:`_solver_for`):
     2 g(t) + |c|^2`` is bounded below by a quadratic on every interval.
 
   A branch and bound on singular-values-only decompositions (one per candidate, all candidates of a round
-  in one batched call) refines the intervals whose bound is best, for a fixed number of rounds; then two
-  Newton steps with closed-form derivatives (one full SVD each) polish the best candidate. The remaining
-  difference between the best value and the best bound, converted to a distance, is returned as ``gap``: no
-  point of the geodesic (or segment) is nearer to ``c`` than ``distance - gap``.
+  in one batched call) refines the intervals whose bound is best, for a fixed number of rounds; then three
+  Newton steps with closed-form derivatives polish the best candidate (a full SVD at each of the first
+  three points; the last step is not evaluated). The polar factor of the best point's SVD is also the
+  optimal rotation of ``c`` onto the solution, so the residual ``distance`` needs no decomposition of its
+  own. The remaining difference between the best value and the best bound, converted to a distance, is
+  returned as ``gap``: no point of the geodesic (or segment) is nearer to ``c`` than ``distance - gap``.
 * Unit sphere (:class:`AngularCKA`) and flat spaces (:class:`Stress`): closed forms, ``gap = 0``.
 * Any other space (e.g. :class:`AffineInvariant`): the best of a grid in ``t`` and the tangent-space estimate,
   then safeguarded Newton steps (``method="grid"``, also available for every space as the reference
@@ -30,13 +32,14 @@ Every loop below is a Python loop over a fixed, small number of steps (unrolled 
 ``while_loop``/``fori_loop`` is emitted, so compiled projections never depend on the XLA CPU runtime's
 handling of loops around LAPACK calls (see ``docs/threads.md``).
 
-Gradients follow the implicit function theorem: the search runs on constants, then one differentiable
-Newton step ``t = t* - f'(t*) / f''(t*)`` at the solution (``f = d^2 / 2``, curvature held constant)
-carries ``dt``.
+Gradients follow the implicit function theorem: the search runs on constants, and the derivative of one
+Newton step ``t = t* - f'(t*) / f''(t*)`` at the solution (``f = d^2 / 2``, curvature held constant) carries
+``dt`` (a custom JVP: ``f'`` is only evaluated when differentiating).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -52,6 +55,17 @@ from geopath._src.spaces.shape import EuclideanShape
 from geopath._src.spaces.stress import Stress
 
 _METHODS = ("auto", "grid")
+
+# Branch and bound budget of the shape metrics.
+_NUM_INIT = 8  # initial equally spaced candidates (both ends included)
+_BATCH = 2  # candidates per round (measured on real projections: 2 per round closes the gap with fewer
+# evaluations than 4, and with fewer sequential rounds than 1)
+NUM_ROUNDS = 16  # default budget: 8 + 16 x 2 = 40 candidates
+
+
+def default_tol(dtype) -> float:
+    """The certificate ``gap`` (units of distance) below which a projection counts as converged."""
+    return 1e-6 if jnp.dtype(dtype) == jnp.float64 else 1e-3
 
 
 class Projection(NamedTuple):
@@ -101,6 +115,9 @@ class _Search(NamedTuple):
     curvature: Array  # [] f''(t) of f = d^2 / 2 in units of t, > 0 (no gradient)
     gap: Array  # [] certificate in units of distance
     converged: Array  # [] bool
+    # [k, k] shape metrics: the optimal rotation of c onto the solution's geodesic point, from the solver's
+    # last decomposition (so the residual distance needs no SVD of its own); None for other solvers
+    rotation: Array | None = None
 
 
 def project(
@@ -112,7 +129,7 @@ def project(
     segment: bool = False,
     method: str = "auto",
     tol: float | None = None,
-    num_rounds: int = 8,
+    num_rounds: int = NUM_ROUNDS,
     num_iters: int = 6,
     num_grid: int = 31,
 ) -> Projection:
@@ -146,7 +163,7 @@ def project(
         safeguarded Newton steps; kept as a reference and for comparisons; no certificate).
       tol: the certificate ``gap`` (in units of distance) at or below which ``converged`` is True; default
         ``1e-6`` in float64, ``1e-3`` in float32.
-      num_rounds: rounds of the branch and bound (static; 4 candidates each, after 12 initial ones).
+      num_rounds: rounds of the branch and bound (static; 2 candidates each, after 8 initial ones).
       num_iters: Newton steps of ``method="grid"`` (static).
       num_grid: grid size of ``method="grid"`` (static, >= 2).
 
@@ -206,7 +223,7 @@ def project_on_frame(
     segment: bool = False,
     method: str = "auto",
     tol: float | None = None,
-    num_rounds: int = 8,
+    num_rounds: int = NUM_ROUNDS,
     num_iters: int = 6,
     num_grid: int = 31,
 ) -> Projection:
@@ -219,7 +236,7 @@ def project_on_frame(
     a, ok = frame.a, frame.ok
     dtype = a.dtype
     if tol is None:
-        tol = 1e-6 if dtype == jnp.float64 else 1e-3
+        tol = default_tol(dtype)
 
     solver = _grid_newton if method == "grid" else _solver_for(space)
     sa, sc = jax.lax.stop_gradient(a), jax.lax.stop_gradient(c)
@@ -235,7 +252,11 @@ def project_on_frame(
         t = _implicit_step(space, frame, c, search, segment=segment)
         gap, converged = search.gap, search.converged
     point = jnp.where(ok, space.exp(a, t * frame.v), a)  # a degenerate geodesic is the point a itself
-    return Projection(t=t, point=point, distance=space.distance(point, c), gap=gap, converged=converged)
+    if solver in (_shape_angular, _shape_euclidean):
+        distance = space._distance_at_rotation(point, c, search.rotation)
+    else:
+        distance = space.distance(point, c)
+    return Projection(t=t, point=point, distance=distance, gap=gap, converged=converged)
 
 
 def _solver_for(space: Space):
@@ -269,22 +290,47 @@ def _nondegenerate(space: Space, a: Array, b: Array, v: Array) -> Array:
 
 
 def _implicit_step(space: Space, frame: GeodesicFrame, c, search: _Search, *, segment: bool) -> Array:
-    """One differentiable Newton step at the solution: carries ``dt`` by the implicit function theorem.
+    """The solution ``t*``, with the derivative of one Newton step at it: ``dt`` by the implicit function
+    theorem.
 
-    ``f'(t) = -<log_gamma(t) c, gamma'(t)>`` (first variation of ``d^2 / 2``) is written without ``jax.grad``
-    of the distance, so differentiating it needs only first derivatives of the SVD-based maps; ``f''`` is the
-    solver's (constant) curvature.
+    ``t = t* - f'(t*) / f''`` with ``f'(t) = -<log_gamma(t) c, gamma'(t)>`` (first variation of ``d^2 / 2``,
+    written without ``jax.grad`` of the distance, so differentiating it needs only first derivatives of the
+    SVD-based maps) and ``f''`` the solver's (constant) curvature. ``f'(t*)`` is zero up to rounding at an
+    interior solution, so the value is ``t*`` itself and ``f'`` is evaluated only when differentiating (a
+    custom JVP): the forward pass spends no decomposition on it. On a segment's end, the step would leave
+    the segment: the derivative is 0 there, as for the clipped step.
     """
-    t_star, ok, v = search.t, frame.ok, frame.v
+    ok = frame.ok
     # where the geodesic is degenerate, t = 0 carries no gradient: cut it off before any NaN can form
     a, c = (jnp.where(ok, p, jax.lax.stop_gradient(p)) for p in (frame.a, c))
-    p_star, vel = jax.jvp(lambda t: space.exp(a, t * v), (t_star,), (jnp.ones_like(t_star),))
-    g = -space.inner(p_star, space.log(p_star, c), vel)
     curv = jnp.where(ok & (search.curvature > 0), search.curvature, 1.0)
-    t = t_star - g / curv
-    if segment:
-        t = jnp.clip(t, 0.0, 1.0)
+    t = _newton_at_solution(space, segment, search.t, curv, a, frame.v, c)
     return jnp.where(ok, t, jnp.zeros_like(t))
+
+
+def _first_variation(space: Space, t, a, v, c):
+    """``f'(t) = -<log_gamma(t) c, gamma'(t)>`` of ``f = d(gamma(t), c)^2 / 2``, ``gamma(t) = exp_a(t v)``."""
+    p, vel = jax.jvp(lambda t: space.exp(a, t * v), (t,), (jnp.ones_like(t),))
+    return -space.inner(p, space.log(p, c), vel)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _newton_at_solution(space, segment, t_star, curv, a, v, c):
+    """``t*``; see :func:`_implicit_step` for the derivative (``t_star`` and ``curv`` carry none)."""
+    del space, segment, curv, a, v, c
+    return t_star
+
+
+@_newton_at_solution.defjvp
+def _newton_at_solution_jvp(space, segment, primals, tangents):
+    t_star, curv, a, v, c = primals
+    _, _, da, dv, dc = tangents
+    g, dg = jax.jvp(lambda a, v, c: _first_variation(space, t_star, a, v, c), (a, v, c), (da, dv, dc))
+    dt = -dg / curv
+    if segment:  # the clipped step: no derivative where it leaves [0, 1]
+        t = t_star - g / curv
+        dt = jnp.where((t >= 0.0) & (t <= 1.0), dt, jnp.zeros_like(dt))
+    return t_star, dt
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -322,10 +368,7 @@ def _closed_form_flat(space: Space, a, w, c, *, ok: Array, segment: bool) -> Arr
 
 
 # ------------------------------------------------------------------------------------------------------
-# Branch and bound on one parameter, shared by the two shape metrics.
-
-_NUM_INIT = 12  # initial equally spaced candidates (both ends included)
-_BATCH = 4  # candidates per round
+# Branch and bound on one parameter, shared by the two shape metrics (budget: _NUM_INIT, _BATCH above).
 
 
 def _sorted(xs, ys):
@@ -371,7 +414,8 @@ def _pair_weights(s: Array) -> Array:
 
 
 def _nuclear_derivatives(m: Array, dm: Array, ddm_trace_sign: float):
-    """``(||m||_*, d/dx, d^2/dx^2)`` of ``||m(x)||_*`` with ``m' = dm`` and ``m'' = ddm_trace_sign * m``.
+    """``(||m||_*, d/dx, d^2/dx^2, R)`` of ``||m(x)||_*`` with ``m' = dm`` and ``m'' = ddm_trace_sign * m``;
+    ``R = V U^T`` is the polar factor of ``m^T``.
 
     From one full SVD ``m = U S V^T``: the first derivative is ``tr(U^T m' V)`` over the non-zero singular
     values, the second ``tr(U^T m'' V) + sum_{i < j} (X_ij - X_ji)^2 / (s_i + s_j)`` with ``X = U^T m' V``
@@ -385,28 +429,43 @@ def _nuclear_derivatives(m: Array, dm: Array, ddm_trace_sign: float):
     d1 = jnp.sum(jnp.diagonal(x) * mask)
     skew = x - x.T
     d2 = ddm_trace_sign * h + 0.5 * jnp.sum(skew * skew * _pair_weights(s))
-    return h, d1, d2
+    return h, d1, d2, vh.T @ u.T
 
 
-def _polish(newton_step, xs, ys, objective, lo, hi, num_steps=2):
-    """``num_steps`` safeguarded Newton steps from the best candidate, kept inside its bracketing interval."""
+class _Polished(NamedTuple):
+    xs: Array  # [num_steps + 1] the points evaluated (the best candidate first)
+    ys: Array  # [num_steps + 1] their values
+    x: Array  # [] the best of them (the best point overall: the first is the best candidate), moved by the
+    # Newton step its decomposition gave (not evaluated: it corrects x to second order)
+    curvature: Array  # [] the solver's curvature at the best point
+    rotation: Array  # [k, k] the polar factor at the best point (first-order accurate at x)
+
+
+def _polish(newton_step, xs, ys, objective, lo, hi, num_steps=2) -> _Polished:
+    """``num_steps`` safeguarded Newton steps from the best candidate, kept inside its bracketing interval.
+
+    ``newton_step(x) -> (value, step, curvature, rotation)``, one full decomposition each. The best point is
+    the last one whose objective is within rounding of the least (near the optimum the values are equal to
+    rounding, and the later points are the better ones); its own Newton step is then taken without evaluating
+    where it lands, clipped to ``[lo, hi]`` only (rounding in the candidates' values can leave the optimum
+    just outside the bracket).
+    """
     m = xs.shape[0]
-    obj = objective(xs, ys)
-    k = jnp.argmin(obj)
-    left = xs[jnp.maximum(k - 1, 0)]
-    right = xs[jnp.minimum(k + 1, m - 1)]
+    k = jnp.argmin(objective(xs, ys))
+    left = jnp.maximum(xs[jnp.maximum(k - 1, 0)], lo)
+    right = jnp.minimum(xs[jnp.minimum(k + 1, m - 1)], hi)
     x = xs[k]
-    new_x, new_y = [], []
-    curv = None
-    for _ in range(num_steps):
-        y, step, curv = newton_step(x)
-        new_x.append(x)
-        new_y.append(y)
-        x = jnp.clip(x + step, jnp.maximum(left, lo), jnp.minimum(right, hi))
-    y, _, curv_last = newton_step(x)
-    new_x.append(x)
-    new_y.append(y)
-    return jnp.stack(new_x), jnp.stack(new_y), curv_last
+    evals = []
+    for _ in range(num_steps + 1):
+        y, step, curv, rot = newton_step(x)
+        evals.append((x, y, step, curv, rot))
+        x = jnp.clip(x + step, left, right)
+    px, py, ps, pc, pr = (jnp.stack(e) for e in zip(*evals))
+    obj = objective(px, py)
+    tiny = 16 * jnp.finfo(obj.dtype).eps * jnp.maximum(jnp.max(jnp.abs(py)), jnp.max(jnp.abs(obj)))
+    best = jnp.argmax(jnp.where(obj <= jnp.min(obj) + tiny, jnp.arange(obj.shape[0]), -1))
+    x = jnp.clip(px[best] + ps[best], lo, hi)
+    return _Polished(xs=px, ys=py, x=x, curvature=pc[best], rotation=pr[best])
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -451,14 +510,13 @@ def _shape_angular(space, a, v, c, *, ok, segment, tol, num_rounds) -> _Search:
     def newton_step(s):
         mm = jnp.cos(s) * m1 + jnp.sin(s) * m2
         dm = -jnp.sin(s) * m1 + jnp.cos(s) * m2
-        h, d1, d2 = _nuclear_derivatives(mm, dm, -1.0)
+        h, d1, d2, rot = _nuclear_derivatives(mm, dm, -1.0)
         step = jnp.where(d2 < 0, -d1 / jnp.where(d2 < 0, d2, -1.0), 0.0)
-        return h, step, d2
+        return h, step, d2, rot
 
-    nx, ny, d2 = _polish(newton_step, xs, ys, objective, lo, hi)
-    xs, ys = _sorted(jnp.concatenate([xs, nx]), jnp.concatenate([ys, ny]))
-    k = jnp.argmax(ys)
-    s_best, h_best = xs[k], ys[k]
+    pol = _polish(newton_step, xs, ys, objective, lo, hi)
+    xs, ys = _sorted(jnp.concatenate([xs, pol.xs]), jnp.concatenate([ys, pol.ys]))
+    s_best, h_best, d2 = pol.x, jnp.max(ys), pol.curvature
     lb, _ = bound(xs[:-1], ys[:-1], xs[1:], ys[1:])
     h_top = jnp.maximum(-jnp.min(lb), h_best)
     d_best = linalg.safe_arccos(jnp.minimum(h_best, 1.0))
@@ -468,7 +526,7 @@ def _shape_angular(space, a, v, c, *, ok, segment, tol, num_rounds) -> _Search:
     curv = -(theta**2) * d2 * d_over_sin
     t = jnp.where(ok, s_best / safe_theta, 0.0)
     gap = jnp.where(ok, gap, 0.0)
-    return _Search(t=t, curvature=curv, gap=gap, converged=gap <= tol)
+    return _Search(t=t, curvature=curv, gap=gap, converged=gap <= tol, rotation=pol.rotation)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -518,22 +576,20 @@ def _shape_euclidean(space, a, w, c, *, ok, segment, tol, num_rounds) -> _Search
     xs, ys = _branch_and_bound(values, objective, bound, lo, hi, num_rounds=num_rounds)
 
     def newton_step(t):
-        g, d1, d2 = _nuclear_derivatives(m0 + t * mw, mw, 0.0)
+        g, d1, d2, rot = _nuclear_derivatives(m0 + t * mw, mw, 0.0)
         f1 = 2 * (qb + t * qw) - 2 * d1
         f2 = 2 * qw - 2 * d2
         step = jnp.where(f2 > 0, -f1 / jnp.where(f2 > 0, f2, 1.0), 0.0)
-        return g, step, 0.5 * f2
+        return g, step, 0.5 * f2, rot
 
-    nx, ny, curv = _polish(newton_step, xs, ys, objective, lo, hi)
-    xs, ys = _sorted(jnp.concatenate([xs, nx]), jnp.concatenate([ys, ny]))
-    obj = objective(xs, ys)
-    k = jnp.argmin(obj)
-    f_best = jnp.maximum(obj[k], 0.0)
+    pol = _polish(newton_step, xs, ys, objective, lo, hi)
+    xs, ys = _sorted(jnp.concatenate([xs, pol.xs]), jnp.concatenate([ys, pol.ys]))
+    f_best = jnp.maximum(jnp.min(objective(xs, ys)), 0.0)
     lb, _ = bound(xs[:-1], ys[:-1], xs[1:], ys[1:])
     f_low = jnp.clip(jnp.min(lb), 0.0, f_best)
     gap = jnp.where(ok, jnp.sqrt(f_best) - jnp.sqrt(f_low), 0.0)
-    t = jnp.where(ok, xs[k], 0.0)
-    return _Search(t=t, curvature=curv, gap=gap, converged=gap <= tol)
+    t = jnp.where(ok, pol.x, 0.0)
+    return _Search(t=t, curvature=pol.curvature, gap=gap, converged=gap <= tol, rotation=pol.rotation)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ def _reference_analysis(space, points, target, input_point=None) -> gp.PathAnaly
         dist_to_target=jnp.stack([space.distance(P[i], target) for i in range(L)]),
         proj_t=jnp.stack(zero + [p.t for p in projs]),
         proj_residual=jnp.stack(zero + [p.distance for p in projs]),
+        proj_gap=jnp.stack(zero + [p.gap for p in projs]),
     )
 
 
@@ -86,6 +87,13 @@ def _assert_same(new, ref, atol=1e-12):
     for f in gp.PathAnalysis._fields:
         a, b = np.asarray(getattr(new, f)), np.asarray(getattr(ref, f))
         assert a.shape == b.shape, (f, a.shape, b.shape)
+        if f == "proj_gap":
+            # the certificate depends on the candidates the budget evaluated, not only on the answer: both
+            # closed (or both absent, NaN), not equal
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            tol = 1e-6 if a.dtype == np.float64 else 1e-3
+            assert np.all(a[~np.isnan(a)] <= tol) and np.all(b[~np.isnan(b)] <= tol), (a, b)
+            continue
         np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=f)
 
 
@@ -203,3 +211,65 @@ def test_analysis_and_comparison_reuse_compiled_programs(rng):
     np.testing.assert_allclose(cmp_ab.aligned, cmp_ba.aligned, rtol=0, atol=1e-12)  # d is symmetric
     direct = [space.distance(a, b) for a, b in zip(arch_a[-1][::4], arch_b[-1][::6])]
     np.testing.assert_allclose(np.asarray(cmp_ab.aligned)[[0, -1]], direct, rtol=0, atol=1e-12)
+
+
+def _multimodal_path(rng, n=20, k=6, L=6):
+    """Random shape points: their projections onto the input -> target geodesic are often multimodal, so
+    the 8 initial candidates alone leave the certificates open (gap far above 1e-6)."""
+    space = gp.AngularShape()
+    pts = [space.point(jnp.asarray(rng.standard_normal((n, k)))) for _ in range(L)]
+    return space, pts, space.point(jnp.asarray(rng.standard_normal((n, k))))
+
+
+def _spy_budgets(monkeypatch, name):
+    """Records the projection budget (``num_rounds``) of every call of ``paths.<name>``."""
+    from geopath._src import paths
+
+    real, budgets = getattr(paths, name), []
+
+    def spy(*args, num_rounds):
+        budgets.append(num_rounds)
+        return real(*args, num_rounds=num_rounds)
+
+    monkeypatch.setattr(paths, name, spy)
+    return paths, budgets
+
+
+def test_open_certificates_rerun_with_the_full_budget(monkeypatch, rng):
+    """Eager analysis: the fast budget first; where a certificate stays open, the full budget, whose
+    answers are certified and equal the default projection's."""
+    space, pts, target = _multimodal_path(rng)
+    ref = gp.analyze_path(space, pts, target)
+    paths, budgets = _spy_budgets(monkeypatch, "_analyze_jit")
+    assert paths._FAST_ROUNDS < paths._FULL_ROUNDS
+    gp.analyze_path(space, pts, target)
+    assert budgets == [paths._FAST_ROUNDS]  # the fast budget sufficed here: one run
+    monkeypatch.setattr(paths, "_FAST_ROUNDS", 0)  # no refinement: the certificates stay open
+    budgets.clear()
+    res = gp.analyze_path(space, pts, target)
+    assert budgets == [0, paths._FULL_ROUNDS], budgets
+    assert np.all(np.asarray(res.proj_gap) <= 1e-6), res.proj_gap
+    np.testing.assert_allclose(res.proj_t, ref.proj_t, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(res.proj_residual, ref.proj_residual, rtol=0, atol=1e-9)
+
+
+def test_certificates_left_open_are_reported(monkeypatch, rng):
+    """If even the full budget leaves a certificate open, a RuntimeWarning says so and proj_gap shows it."""
+    space, pts, target = _multimodal_path(rng)
+    paths, budgets = _spy_budgets(monkeypatch, "_analyze_batched_jit")
+    monkeypatch.setattr(paths, "_FAST_ROUNDS", 0)
+    monkeypatch.setattr(paths, "_FULL_ROUNDS", 0)
+    with pytest.warns(RuntimeWarning, match="could not be certified"):
+        res = gp.analyze_checkpoints(space, [pts, pts[::-1]], target, are_points=True)
+    assert budgets == [0, 0]
+    assert float(np.max(res.proj_gap)) > 1e-6
+    assert np.all(np.asarray(res.proj_gap)[:, 0] == 0.0)  # layer 0 is the input: nothing to certify
+
+
+def test_traced_analysis_runs_the_full_budget(monkeypatch, rng):
+    """Under jit nothing can be inspected between budgets: the full budget runs at once."""
+    space, pts, target = _multimodal_path(rng, L=3)
+    paths, budgets = _spy_budgets(monkeypatch, "_analyze_jit")
+    P = gp.stack_points(space, pts)
+    jax.jit(lambda P: gp.analyze_path(space, P, target).proj_t)(P)
+    assert budgets == [paths._FULL_ROUNDS], budgets

@@ -271,7 +271,7 @@ def test_decompositions_counted():
             else:
                 values += batch
     print(f"angular shape project: {values} values-only SVDs, {full} full SVDs (traced, before CSE)")
-    assert values == 12 + 8 * 4, values  # 12 initial candidates + 8 rounds of 4
+    assert values == 8 + 16 * 2, values  # 8 initial candidates + 16 rounds of 2
     assert full <= 12, full
 
 

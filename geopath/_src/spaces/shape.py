@@ -222,17 +222,25 @@ class _ShapeSpace(Space):
         The rotation is computed from the rescaled points the distance uses (unit norm, or a power-of-two
         rescaling), which have the same polar factor as ``b^T a`` up to rounding.
         """
+        r = self._rotation(*self._rescaled(a, b)[:2])
+        return self._distance_at_rotation(a, b, r), r
+
+    def _rescaled(self, a: Array, b: Array) -> tuple[Array, Array, Array]:
+        """``(a', b', e)``: unit-norm points (angular), or both scaled by ``2^-e`` so that ``a^T b`` cannot
+        overflow (Euclidean, homogeneous of degree 1; ``e = 0`` for angular). Neither changes the rotation."""
         if self._angular:
-            ua, ub = a / linalg.safe_norm(a), b / linalg.safe_norm(b)
-            r = self._rotation(ua, ub)
-            chord = linalg.safe_norm(ua - ub @ r)
-            d = 2.0 * jnp.arcsin(jnp.minimum(0.5 * chord, 1.0))
-        else:  # homogeneous of degree 1: rescale by a power of two so that a^T b cannot overflow
-            e = linalg.max_exponent(a, b)
-            sa, sb = jnp.ldexp(a, -e), jnp.ldexp(b, -e)
-            r = self._rotation(sa, sb)
-            d = jnp.ldexp(linalg.safe_norm(sa - sb @ r), e)
-        return jnp.where(jnp.all(a == b), jnp.zeros_like(d), d), r
+            return a / linalg.safe_norm(a), b / linalg.safe_norm(b), jnp.zeros((), jnp.int32)
+        e = linalg.max_exponent(a, b)
+        return jnp.ldexp(a, -e), jnp.ldexp(b, -e), e
+
+    def _distance_at_rotation(self, a: Array, b: Array, r: Array) -> Array:
+        """:meth:`distance` of same-width points given the optimal rotation ``r`` of ``b`` onto ``a`` (the polar
+        factor of ``b^T a``, from whatever decomposition already produced it). Its first derivatives are those
+        of the distance even with ``r`` held constant (``r`` maximises ``<b r, a>``: the envelope theorem)."""
+        sa, sb, e = self._rescaled(a, b)
+        chord = linalg.safe_norm(sa - sb @ r)
+        d = 2.0 * jnp.arcsin(jnp.minimum(0.5 * chord, 1.0)) if self._angular else jnp.ldexp(chord, e)
+        return jnp.where(jnp.all(a == b), jnp.zeros_like(d), d)
 
     def pair_terms(self, a: Array, b: Array) -> PairTerms:
         """``(d(a, b), log(a, b), log(b, a))`` from ONE optimal rotation ``R`` (one SVD of ``b^T a``).
