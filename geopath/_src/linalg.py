@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 from typing import NamedTuple
 
 import jax
@@ -369,6 +370,39 @@ def _nuclear_norm_jvp(primals, tangents):
     u, s, vh = jnp.linalg.svd(m, full_matrices=False)
     mask = _svd_mask(s)
     return jnp.sum(s, axis=-1), jnp.einsum("...ik,...ij,...kj,...k->...", u, dm, vh, mask)
+
+
+def after(done: Any, x: Any) -> Any:
+    """``x`` unchanged, but computed after ``done``: a data dependency that orders two decompositions.
+
+    jaxlib 0.10's batched CPU LAPACK kernels (``svd``, ``eigh``, ``qr``, ...) split their batch over XLA's
+    intra-op thread pool and block the pool thread that runs them until the pieces are done. When XLA runs as
+    many independent ones at once as the pool has threads (2 on a 2-core machine), every thread waits and
+    the program hangs at 0% CPU (``docs/threads.md``). XLA runs independent operations concurrently, so a
+    program with several independent decompositions must order them: pass the inputs of the later one
+    through ``after(output of the earlier one, inputs)``. The added term is an exact zero (``0 * s``, ``s``
+    the gradient-free sum of the finite elements of ``done``), which XLA does not fold away for floats; values
+    and gradients of ``x`` are unchanged. ``done`` and ``x``: pytrees of arrays (non-float leaves of ``x``
+    pass through).
+    """
+    leaves = [jax.lax.stop_gradient(jnp.asarray(leaf)) for leaf in jax.tree_util.tree_leaves(done)]
+    if not leaves:
+        return x
+    # every element of done counts (one of them may be a constant, e.g. a prepended zero)
+    s = sum(
+        jnp.sum(jnp.where(jnp.isfinite(v), v, 0.0) if jnp.issubdtype(v.dtype, jnp.inexact) else v).astype(
+            jnp.float32
+        )
+        for v in leaves
+    )
+    zero = s * 0.0
+
+    def dep(leaf):
+        if leaf is None or not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            return leaf
+        return leaf + zero.astype(jnp.result_type(leaf))
+
+    return jax.tree_util.tree_map(dep, x)
 
 
 @jax.custom_jvp

@@ -339,6 +339,9 @@ def _analyze_impl(
     Shared work: :meth:`Space.pair_terms` of each consecutive pair gives its step length and both logs the
     turning angles at its ends need (one SVD per pair in the shape spaces, instead of three); the geodesic
     frame of the projections is built once.
+
+    The stages run one after the other (:func:`linalg.after` between them): no two of their batched
+    decompositions may run at once, or jaxlib 0.10's CPU LAPACK kernels can deadlock XLA's thread pool.
     """
     P, target, input_point = _common_width(space, P, target, input_point)
     L = P.shape[0]
@@ -346,12 +349,15 @@ def _analyze_impl(
     x0 = input_point if have_input else P[0]
 
     terms = jax.vmap(space.pair_terms)(P[:-1], P[1:])  # per consecutive pair (p_i, p_{i+1})
+    P, x0, target = linalg.after(terms.distance, (P, x0, target))
     steps = terms.distance  # [L-1]
     if num_layers is not None:  # padded layers: their steps are exactly 0 (d(p, p) need not round to 0)
         steps = jnp.where(jnp.arange(L - 1) < num_layers - 1, steps, jnp.zeros_like(steps))
     length = jnp.sum(steps)
     direct = space.distance(x0, target)
+    P, x0, target = linalg.after(direct, (P, x0, target))
     chord = space.distance(P[0], P[-1]) if L > 1 else jnp.zeros((), steps.dtype)
+    P, x0, target = linalg.after(chord, (P, x0, target))
     if num_layers is not None:  # P[-1] repeats the real last layer; a one-layer path has chord 0
         chord = jnp.where(num_layers > 1, chord, jnp.zeros_like(chord))
     safe_len = jnp.where(length > 0, length, 1.0)
@@ -366,14 +372,18 @@ def _analyze_impl(
         tol = _zero_step_tol(steps.dtype, width) * jnp.maximum(jnp.max(steps), 1.0)
         ok = (steps[:-1] > tol) & (steps[1:] > tol)
         turning = jnp.where(ok, turning, jnp.zeros_like(turning))
+        P, x0, target = linalg.after(turning, (P, x0, target))
     else:
         turning = jnp.zeros((0,), steps.dtype)
 
     dist_to_target = jax.vmap(lambda p: space.distance(p, target))(P)
+    P, x0, target = linalg.after(dist_to_target, (P, x0, target))
     frame = projection.geodesic_frame(space, x0, target)
+    P, x0 = linalg.after(frame.v, (P, x0))
 
     if have_input:
         dist_to_input = jax.vmap(lambda p: space.distance(x0, p))(P)
+        P = linalg.after(dist_to_input, P)
         proj_t, proj_res, proj_gap = _project_all(space, frame, P, num_rounds)
     else:
         # Layer 0 *is* the input: its distance, projection fraction and
@@ -382,6 +392,7 @@ def _analyze_impl(
         zero = jnp.zeros((1,), steps.dtype)
         rest = P[1:]
         dist_to_input = jnp.concatenate([zero, jax.vmap(lambda p: space.distance(x0, p))(rest)])
+        rest = linalg.after(dist_to_input, rest)
         t_rest, r_rest, g_rest = _project_all(space, frame, rest, num_rounds)
         proj_t = jnp.concatenate([zero.astype(t_rest.dtype), t_rest])
         proj_res = jnp.concatenate([zero.astype(r_rest.dtype), r_rest])

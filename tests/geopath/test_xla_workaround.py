@@ -106,3 +106,61 @@ def test_backend_started_is_detected_here():
 
     jax.devices()
     assert gp._src.threads._backend_started()
+
+
+def _unordered_lapack_pairs(hlo: str) -> tuple[int, list]:
+    """LAPACK custom calls of an optimised HLO module's entry computation, and the pairs of them that no data
+    dependency orders (XLA may run those at once: with jaxlib 0.10 that can deadlock, see docs/threads.md)."""
+    import re
+
+    entry = hlo[hlo.index("\nENTRY") :]
+    deps, calls = {}, []
+    for line in entry.splitlines()[1:]:
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+        if not m:
+            continue
+        deps[m.group(1)] = set(re.findall(r"%([\w.\-]+)", line[m.end() :]))
+        if 'custom_call_target="lapack' in line:
+            calls.append(m.group(1))
+    ancestors: dict = {}
+    for name in deps:  # HLO text lists every instruction after its operands
+        ancestors[name] = set().union(*[{d} | ancestors.get(d, set()) for d in deps[name]])
+    bad = [(a, b) for i, a in enumerate(calls) for b in calls[i + 1 :] if a not in ancestors[b]]
+    return len(calls), bad
+
+
+@pytest.mark.parametrize("with_input", [False, True], ids=["input_is_layer_0", "input_point"])
+def test_analysis_orders_its_decompositions(with_input):
+    """The regression of a real hang (the CPU report's resnet8 analysis at 0% CPU, two pool threads in
+    ``lapack_dgesdd_ffi -> ParallelBatchMap -> BlockingCounter::Wait``): every pair of batched
+    decompositions of the compiled analysis program is ordered by a data dependency."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from geopath._src import paths
+
+    with jax.enable_x64(True):
+        space = gp.AngularShape(alpha=1.0)
+        rng = np.random.default_rng(0)
+        pts = [space.point(jnp.asarray(rng.standard_normal((30, w)))) for w in (20, 12, 9, 16, 5)]
+        target = space.point(jnp.asarray(rng.standard_normal((30, 10))))
+        x_in = space.point(jnp.asarray(rng.standard_normal((30, 8)))) if with_input else None
+        padded = paths._pad_checkpoints(space, [pts, pts[::-1]], target, x_in)
+        args = (space, padded.stacked, padded.target, padded.input_point, np.int32(padded.width), np.int32(5))
+        hlo = paths._analyze_batched_jit.lower(*args, num_rounds=paths._FAST_ROUNDS).compile().as_text()
+    count, bad = _unordered_lapack_pairs(hlo)
+    assert count >= 10, f"the checker found only {count} LAPACK calls: it lost its teeth"
+    assert not bad, f"{len(bad)} of the {count} LAPACK calls' pairs are unordered: {bad[:5]}"
+
+
+def test_unordered_decompositions_are_detected():
+    """The checker above can fail: two independent SVDs in one program are reported."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.ones((3, 4, 4)) + jnp.eye(4)
+    hlo = (
+        jax.jit(lambda a, b: (jnp.linalg.svd(a)[1], jnp.linalg.svd(2 * b)[1])).lower(x, x).compile().as_text()
+    )
+    assert _unordered_lapack_pairs(hlo)[1]
