@@ -434,7 +434,13 @@ _ANALYZE_LOCAL = {r: functools.partial(_analyze_local, num_rounds=r) for r in (_
 
 def _open_certificates(res: PathAnalysis) -> tuple[int, float]:
     """How many projections of a concrete result have a gap above the default tolerance, and the largest."""
-    gap = np.asarray(jax.device_get(res.proj_gap))
+    gap = res.proj_gap
+    if not getattr(gap, "is_fully_addressable", True):  # a mesh over several processes: all see every gap,
+        # so that every process takes the same branch
+        from jax.experimental import multihost_utils
+
+        gap = multihost_utils.process_allgather(gap, tiled=True)
+    gap = np.asarray(jax.device_get(gap))
     over = gap > projection.default_tol(gap.dtype)  # NaN (no certificate) is not "open"
     return int(np.sum(over)), float(np.max(gap[over])) if over.any() else 0.0
 
