@@ -395,7 +395,7 @@ def after(done: Any, x: Any) -> Any:
         )
         for v in leaves
     )
-    zero = s * 0.0
+    zero = jnp.where(jnp.isfinite(s), s, 0.0) * 0.0  # the float32 sum may overflow: never inf * 0
 
     def dep(leaf):
         if leaf is None or not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
