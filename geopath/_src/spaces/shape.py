@@ -222,8 +222,9 @@ class _ShapeSpace(Space):
         The rotation is computed from the rescaled points the distance uses (unit norm, or a power-of-two
         rescaling), which have the same polar factor as ``b^T a`` up to rounding.
         """
-        r = self._rotation(*self._rescaled(a, b)[:2])
-        return self._distance_at_rotation(a, b, r), r
+        sa, sb, e = self._rescaled(a, b)
+        r = self._rotation(sa, sb)
+        return self._chord_distance(a, b, sa, sb, e, r), r
 
     def _rescaled(self, a: Array, b: Array) -> tuple[Array, Array, Array]:
         """``(a', b', e)``: unit-norm points (angular), or both scaled by ``2^-e`` so that ``a^T b`` cannot
@@ -237,7 +238,10 @@ class _ShapeSpace(Space):
         """:meth:`distance` of same-width points given the optimal rotation ``r`` of ``b`` onto ``a`` (the polar
         factor of ``b^T a``, from whatever decomposition already produced it). Its first derivatives are those
         of the distance even with ``r`` held constant (``r`` maximises ``<b r, a>``: the envelope theorem)."""
-        sa, sb, e = self._rescaled(a, b)
+        return self._chord_distance(a, b, *self._rescaled(a, b), r)
+
+    def _chord_distance(self, a: Array, b: Array, sa: Array, sb: Array, e: Array, r: Array) -> Array:
+        """The distance from the rescaled points ``sa, sb`` (:meth:`_rescaled`) and the rotation ``r``."""
         chord = linalg.safe_norm(sa - sb @ r)
         d = 2.0 * jnp.arcsin(jnp.minimum(0.5 * chord, 1.0)) if self._angular else jnp.ldexp(chord, e)
         return jnp.where(jnp.all(a == b), jnp.zeros_like(d), d)
