@@ -21,6 +21,7 @@ Usage::
     python benchmarks/train_throughput.py --smoke        # tiny CI run (seconds)
     python benchmarks/train_throughput.py --xla-flags="--xla_cpu_use_onednn=true"
     python benchmarks/train_throughput.py --conv-impl barrier xla   # one JAX row per conv_impl
+    python benchmarks/train_throughput.py --no-training-flags --no-torch   # JAX without models.xla_cpu's flags
     python benchmarks/train_throughput.py --devices 8 --no-torch     # data-parallel JAX step on 8 devices
     python benchmarks/train_throughput.py --devices 8 --no-torch \
         --xla-flags=--xla_force_host_platform_device_count=8         # ... on 8 forced CPU devices (overhead)
@@ -326,6 +327,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--xla-flags", default=None, help="extra XLA_FLAGS for this run (set before JAX starts)")
     p.add_argument(
+        "--no-training-flags",
+        action="store_true",
+        help="leave out models.xla_cpu.CPU_TRAINING_FLAGS, which the training command lines add by default "
+        "(the speed of a Python-API user who sets no XLA_FLAGS)",
+    )
+    p.add_argument(
         "--conv-impl",
         nargs="+",
         default=["auto"],
@@ -348,6 +355,10 @@ def main(argv=None) -> int:
         args.batch_size, args.steps, args.warmup, args.repeats = 16, 2, 1, 1
     if args.xla_flags:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+    if not args.no_training_flags:
+        from models.xla_cpu import use_cpu_training_flags
+
+        use_cpu_training_flags(quiet=True)  # as python -m models.train does; flags given above win
 
     import flax
     import jax

@@ -32,6 +32,7 @@ from .nets import count_params
 from .nets import create_model
 from .nets import layer_names
 from .nets import parse_arch
+from .xla_cpu import use_cpu_training_flags
 
 __all__ = [
     "create_model",
@@ -40,6 +41,7 @@ __all__ = [
     "count_params",
     "available_architectures",
     "parse_arch",
+    "use_cpu_training_flags",
     "ResNet",
     "VGG",
     "BasicBlock",

@@ -159,7 +159,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .train import train_and_evaluate
+    from .xla_cpu import use_cpu_training_flags
 
+    use_cpu_training_flags(quiet=True)  # before JAX's backend starts (models/xla_cpu.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
