@@ -154,7 +154,7 @@ def points(space: Space, xs: Sequence[ArrayLike], *, mesh: Mesh | None = None) -
         if not val.is_traced(x):
             xm = val.as_matrix(x, name=f"layer {idx}")
             xnp = np.asarray(xm)
-            val.check_values(xnp, xnp - xnp.mean(axis=0, keepdims=True), name=f"layer {idx}")
+            val.check_values(xnp, name=f"layer {idx}")
             if local is None:
                 xj = jnp.asarray(x)
             else:  # several CPU devices of this process: all on the first (see sharding.map_serial)
