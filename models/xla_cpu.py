@@ -11,8 +11,8 @@ The flags take effect only if they are in ``XLA_FLAGS`` before JAX creates its C
 computation or device query), so ``python -m models.train`` and ``benchmarks/train_throughput.py`` apply
 them as their first step. They make geopath's analysis slower (measured the same day: points 0.58 -> 0.87
 s, path analysis 5.9 -> 7.2 s, all-pairs 4.1 -> 4.6 s), so ``python -m experiments.paths``, which trains
-and analyses in one process, does not set them. In your own script, call :func:`use_cpu_training_flags` before any JAX computation, or
-export the flags yourself::
+and analyses in one process, does not set them. In your own script, call :func:`use_cpu_training_flags`
+before any JAX computation, or export the flags yourself::
 
     XLA_FLAGS="--xla_cpu_use_xnnpack=false --xla_cpu_experimental_ynn_fusion_type=" python train.py
 
