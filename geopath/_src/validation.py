@@ -145,8 +145,8 @@ def check_values(x: jax.Array, centered: jax.Array | None = None, *, name: str =
     if not (is_traced(x) or is_traced(centered)):
         xa = np.asarray(x)
         # Column extremes (NaN propagates through max/min, so they are finite iff every value is).
-        hi = np.max(xa, axis=0).astype(np.float64) if xa.size else np.zeros(0)
-        lo = np.min(xa, axis=0).astype(np.float64) if xa.size else np.zeros(0)
+        hi, lo = (np.max(xa, axis=0), np.min(xa, axis=0)) if xa.size else (np.zeros(0), np.zeros(0))
+        hi, lo = hi.astype(np.float64), lo.astype(np.float64)
         nonfinite = not bool(np.all(np.isfinite(hi)) and np.all(np.isfinite(lo)))
         constant = False
         # A column whose range exceeds twice the tolerance varies for certain (max |x - mean| >= range / 2),
