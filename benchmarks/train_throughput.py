@@ -38,6 +38,7 @@ skipped with a message.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -90,12 +91,18 @@ def bench_jax(
     from models.nets import count_params
     from models.nets import create_model
     from models.train import data_parallel
-    from models.train_state import LossSpec
     from models.train_state import init_state
+    from models.train_state import loss_spec
     from models.train_state import make_optimizer
     from models.train_state import train_step as jitted_train_step
 
-    cfg = TrainConfig(arch=arch, batch_size=batch_size, epochs=1, progress=False, devices=devices)
+    if arch.startswith("airbench"):  # the time-to-accuracy recipe's step (groups, Lookahead, flips)
+        from models.config import PRESETS
+
+        fields = dict(PRESETS["fast-vgg"], arch=arch, batch_size=batch_size, epochs=1, devices=devices)
+        cfg = TrainConfig(**fields, progress=False)
+    else:
+        cfg = TrainConfig(arch=arch, batch_size=batch_size, epochs=1, progress=False, devices=devices)
     dp = data_parallel(cfg.devices)  # None on one device
 
     def place(tree, sharding):  # host arrays stay on the host on one device, as in models.train
@@ -106,13 +113,15 @@ def bench_jax(
     model.train()
     graphdef_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.eval()
-    tx, _ = make_optimizer(cfg, steps_per_epoch=100)
-    state = place(init_state(params, stats, tx, seed=0), dp and dp.replicated)
-    spec = LossSpec(cfg.num_classes, cfg.label_smoothing, cfg.augment)
+    groups = arch.startswith("airbench")
+    tx, _ = make_optimizer(cfg, steps_per_epoch=100, groups=groups)
+    state = place(init_state(params, stats, tx, seed=0, lookahead=cfg.lookahead), dp and dp.replicated)
+    spec = loss_spec(cfg, total_steps=100)
+    flips = np.arange(batch_size) % 2 == 0 if cfg.flip == "alternating" else None
 
     def train_step(st, m, x, y):
-        x, y = place((x, y), dp and dp.batch)
-        return jitted_train_step(st, m, x, y, graphdef=graphdef_train, tx=tx, spec=spec)
+        x, y, f = place((x, y, flips), dp and dp.batch)
+        return jitted_train_step(st, m, x, y, f, graphdef=graphdef_train, tx=tx, spec=spec)
 
     rng = np.random.default_rng(0)
     nb = 4  # a few distinct host batches, as in training
@@ -233,17 +242,59 @@ def _torch_models():
         def forward(self, x):
             return self.fc(self.features(x).mean((2, 3)))
 
+    class Group(nn.Module):  # models.airbench.ConvGroup
+        def __init__(self, cin, cout, residual):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+            self.norm1 = nn.BatchNorm2d(cout, eps=1e-12, momentum=0.4)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.norm2 = nn.BatchNorm2d(cout, eps=1e-12, momentum=0.4)
+            for bn in (self.norm1, self.norm2):
+                bn.weight.requires_grad = False
+            self.residual = residual
+
+        def forward(self, x):
+            y = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+            z = F.gelu(self.norm2(self.conv2(y)))
+            return y + z if self.residual else z
+
+    class Airbench(nn.Module):  # models.airbench.AirbenchNet
+        def __init__(self, family, width=1.0, num_classes=10):
+            super().__init__()
+            widths = [max(1, round(w * width)) for w in (64, 256, 256)]
+            self.whiten = nn.Conv2d(3, 24, 2, 1, 0, bias=True)
+            self.whiten.weight.requires_grad = False
+            groups, cin = [], 24
+            for w in widths:
+                groups.append(Group(cin, w, family == "airbench_resnet"))
+                cin = w
+            self.groups = nn.Sequential(*groups)
+            self.head = nn.Linear(cin, num_classes, bias=False)
+
+        def forward(self, x):
+            x = self.groups(F.gelu(self.whiten(x)))
+            return self.head(F.max_pool2d(x, 3).flatten(1)) / 9.0
+
     def build(arch):
         family, depth, width = parse_arch(arch)
         width = 1.0 if width is None else width
+        if family.startswith("airbench"):
+            return Airbench(family, width)
         return ResNet(depth, width) if family == "resnet" else VGG(depth, width)
 
     return torch, F, build
 
 
 def bench_torch(
-    arch: str, batch_size: int, steps: int, warmup: int, repeats: int, channels_last: bool
+    arch: str,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    repeats: int,
+    channels_last: bool,
+    bf16: bool = False,
 ) -> dict:
+    """PyTorch train / forward throughput; ``bf16``: under ``torch.autocast("cpu", torch.bfloat16)``."""
     import numpy as np
 
     torch, F, build = _torch_models()
@@ -254,7 +305,10 @@ def bench_torch(
     model = build(arch)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(trainable, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    smoothing = 0.2 if arch.startswith("airbench") else 0.0
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
     rng = np.random.default_rng(0)
@@ -283,7 +337,8 @@ def bench_torch(
         for i in range(n):
             x = to_input(augment(xs[i % nb]))
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), ys[i % nb])
+            with autocast():
+                loss = F.cross_entropy(model(x), ys[i % nb], label_smoothing=smoothing)
             loss.backward()
             opt.step()
         loss.item()
@@ -293,7 +348,7 @@ def bench_torch(
 
     def fwd_round(n):
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for i in range(n):
                 out = model(to_input(xs[i % nb]))
             out.sum().item()
@@ -345,13 +400,20 @@ def main(argv=None) -> int:
         help="JAX rows data-parallel over this many devices (TrainConfig.devices; CPU: add "
         "--xla-flags=--xla_force_host_platform_device_count=N)",
     )
+    p.add_argument(
+        "--torch-bf16",
+        action="store_true",
+        help="also a PyTorch channels_last row under bfloat16 autocast (not part of the float32 ratio)",
+    )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument(
-        "--smoke", action="store_true", help="tiny CI run: resnet8_w0.25 + vgg11_w0.125, batch 16, 1 round"
+        "--smoke",
+        action="store_true",
+        help="tiny CI run: resnet8_w0.25, vgg11_w0.125 and airbench_vgg_w0.125, batch 16, 1 round",
     )
     args = p.parse_args(argv)
     if args.smoke:
-        args.archs = ["resnet8_w0.25", "vgg11_w0.125"]
+        args.archs = ["resnet8_w0.25", "vgg11_w0.125", "airbench_vgg_w0.125"]
         args.batch_size, args.steps, args.warmup, args.repeats = 16, 2, 1, 1
     if args.xla_flags:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
@@ -410,6 +472,10 @@ def main(argv=None) -> int:
         if torch is not None:
             r["torch_nchw"] = bench_torch(arch, args.batch_size, args.steps, args.warmup, args.repeats, False)
             r["torch_cl"] = bench_torch(arch, args.batch_size, args.steps, args.warmup, args.repeats, True)
+            if args.torch_bf16:
+                r["torch_cl_bf16"] = bench_torch(
+                    arch, args.batch_size, args.steps, args.warmup, args.repeats, True, bf16=True
+                )
         results[arch] = r
 
     head = (
@@ -423,6 +489,7 @@ def main(argv=None) -> int:
             *((f"jax:{impl}", f"JAX/Flax NNX {impl}") for impl in args.conv_impl),
             ("torch_nchw", "PyTorch NCHW"),
             ("torch_cl", "PyTorch channels_last"),
+            ("torch_cl_bf16", "PyTorch cl bf16 autocast"),
         ):
             if name not in r:
                 continue

@@ -173,11 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    acc = summary["final_test_acc"]
+    acc, tta = summary["final_test_acc"], summary.get("final_test_acc_tta")
     print(
         f"done: {summary['arch']} step {summary['final_step']}/{summary['total_steps']} "
         f"({summary['epochs_completed']} epochs) test acc "
-        f"{'n/a' if acc is None else f'{acc:.4f}'} best {summary['best_test_acc']} "
+        f"{'n/a' if acc is None else f'{acc:.4f}'}"
+        f"{'' if tta is None else f' (TTA {tta:.4f})'} best {summary['best_test_acc']} "
         f"| {summary['train_images_per_s'] or float('nan'):.0f} img/s | {summary['wall_time_s']:.0f} s "
         f"| checkpoints: {len(summary['checkpoints'])} in {summary['workdir']}/checkpoints"
     )

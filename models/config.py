@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,7 +50,24 @@ PATH_PENALTY_SPACES = ("angular_cka", "angular_shape")
 # Fields added after runs were first saved whose default reproduces those runs exactly: a saved config.json
 # without one of them was made with its default, and at the default it is left out of the run fingerprint
 # (so the representation caches of older runs stay valid).
-_LATER_FIELDS = frozenset({"path_penalty", "path_penalty_kind", "path_penalty_space", "devices"})
+_LATER_FIELDS = frozenset(
+    {
+        "path_penalty",
+        "path_penalty_kind",
+        "path_penalty_space",
+        "devices",
+        "flip",
+        "crop_padding",
+        "crop_pad_mode",
+        "tta",
+        "bias_lr_scale",
+        "whiten_bias_epochs",
+        "lookahead",
+    }
+)
+
+#: Learning-rate schedules (``TrainConfig.schedule``); see :func:`models.train_state.make_schedule`.
+SCHEDULES = ("cosine", "step", "constant", "triangle")
 
 
 def _opt(default: Any, help: str, **metadata: Any) -> Any:
@@ -81,7 +99,17 @@ class TrainConfig:
         None, "total training images (class-balanced: first N/10 per class); none = all"
     )
     test_subset: int | None = _opt(None, "total test images used for evaluation (class-balanced); none = all")
-    augment: bool = _opt(True, "random crop (pad 4) + horizontal flip")
+    augment: bool = _opt(True, "random crop (of the padded image) + horizontal flip")
+    crop_padding: int = _opt(4, "pixels of padding for the random crop: shifts of up to this many pixels")
+    crop_pad_mode: str = _opt(
+        "zeros", "padding of the random crop: zeros (black) or reflect", choices=("zeros", "reflect")
+    )
+    flip: str = _opt(
+        "random",
+        "random: each image flipped with probability 1/2 at every step; alternating: a random half "
+        "flipped in even epochs, the other half in odd ones (airbench's derandomised flip)",
+        choices=("random", "alternating"),
+    )
     # optimisation
     epochs: int = _opt(30, "training epochs")
     batch_size: int = _opt(128, "training batch size")
@@ -95,11 +123,28 @@ class TrainConfig:
         choices=("l2", "decoupled"),
     )
     decay_all_params: bool = _opt(True, "also decay BatchNorm scales/biases and linear biases")
-    schedule: str = _opt("cosine", "learning-rate schedule", choices=("cosine", "step", "constant"))
+    schedule: str = _opt(
+        "cosine",
+        "learning-rate schedule; triangle: linear 0.2 lr -> lr at 23%% of training -> 0.07 lr (airbench)",
+        choices=SCHEDULES,
+    )
     warmup_epochs: float = _opt(0.0, "linear warmup from 0, in epochs")
     milestones: tuple[float, ...] = _opt((0.5, 0.75), "step schedule: fractions of the total steps")
     lr_decay: float = _opt(0.1, "step schedule: factor at each milestone")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy targets")
+    bias_lr_scale: float = _opt(
+        1.0,
+        "learning-rate multiplier of the BatchNorm biases; their weight decay is divided by it, so the "
+        "decay per step is unchanged (airbench: 64)",
+    )
+    whiten_bias_epochs: int = _opt(
+        3, "epochs the bias of a whitening layer trains before it is frozen (airbench networks only)"
+    )
+    lookahead: bool = _opt(
+        False,
+        "airbench's Lookahead: every 5 steps the weights and BatchNorm statistics move to an average "
+        "with decay 0.95^5 (step / total)^3 kept since step 0; the final weights are that average",
+    )
     seed: int = _opt(0, "seed of the initialisation, data order and augmentation")
     # path-geometry regulariser: loss = cross-entropy + path_penalty * geopath.path_penalty(space, layers
     # of the minibatch, kind=...), on the train-mode activations of every layer (docs/regularizer.md)
@@ -117,6 +162,12 @@ class TrainConfig:
     # evaluation, logging, checkpoints
     eval_every_epochs: int = _opt(1, "epochs between test-set evaluations")
     eval_batch_size: int = _opt(500, "evaluation batch size")
+    tta: int = _opt(
+        0,
+        "test-time augmentation of the evaluations, reported beside the plain accuracy: 0 none, "
+        "1 mirror, 2 mirror + 1-pixel translations (airbench, 6 views)",
+        choices=(0, 1, 2),
+    )
     eval_at_checkpoints: bool = _opt(False, "also evaluate at the mid-epoch (log-spaced) checkpoints")
     log_every: int = _opt(50, "steps between host fetches of the running loss / accuracy")
     ckpt_log_spaced: bool = _opt(
@@ -139,8 +190,29 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.milestones = tuple(float(m) for m in self.milestones)
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name, choices in (
+            ("flip", ("random", "alternating")),
+            ("crop_pad_mode", ("zeros", "reflect")),
+            ("tta", (0, 1, 2)),
+        ):
+            if getattr(self, name) not in choices or isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if (
+            isinstance(self.crop_padding, bool)
+            or not isinstance(self.crop_padding, int)
+            or not 0 <= self.crop_padding < 16
+        ):
+            raise ValueError(f"crop_padding must be an int in [0, 16), got {self.crop_padding!r}")
+        if (
+            isinstance(self.whiten_bias_epochs, bool)
+            or not isinstance(self.whiten_bias_epochs, int)
+            or self.whiten_bias_epochs < 0
+        ):
+            raise ValueError(
+                f"whiten_bias_epochs must be a non-negative int, got {self.whiten_bias_epochs!r}"
+            )
         if self.weight_decay_mode not in ("l2", "decoupled"):
             raise ValueError(f"weight_decay_mode must be 'l2' or 'decoupled', got {self.weight_decay_mode!r}")
         for name in (
@@ -172,8 +244,28 @@ class TrainConfig:
             raise ValueError(f"train_subset must be at least num_classes={self.num_classes}")
         if self.test_subset is not None and self.test_subset < self.num_classes:
             raise ValueError(f"test_subset must be at least num_classes={self.num_classes}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        # Numbers that must be finite and in range (a NaN learning rate would train on NaN from step 1).
+        for name, lo, lo_open, hi in (
+            ("lr", 0.0, True, math.inf),
+            ("weight_decay", 0.0, False, math.inf),
+            ("momentum", 0.0, False, 1.0),
+            ("label_smoothing", 0.0, False, 1.0),
+            ("bias_lr_scale", 0.0, True, math.inf),
+            ("warmup_epochs", 0.0, False, math.inf),
+            ("lr_decay", 0.0, True, math.inf),
+        ):
+            value = getattr(self, name)
+            ok = (
+                not isinstance(value, bool)
+                and isinstance(value, (int, float))
+                and math.isfinite(value)
+                and (value > lo if lo_open else value >= lo)
+                and value < hi
+            )
+            if not ok:
+                interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g})"
+                raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+            setattr(self, name, float(value))
         lam = self.path_penalty
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam < float("inf"):
             raise ValueError(f"path_penalty must be a finite number >= 0, got {self.path_penalty!r}")
@@ -260,6 +352,37 @@ _SMALL_CPU_RECIPE: dict[str, Any] = dict(
     arch="resnet8", batch_size=128, lr=0.1, schedule="cosine", warmup_epochs=0.5, weight_decay=5e-4
 )
 
+# airbench94's recipe (Jordan 2024, arXiv 2404.00498; models/airbench.py), converted to the mean loss: its
+# SGD on the summed loss of 1024 images with lr 11.5 / (1024 (1 + 1 / (1 - 0.85))) is lr 1.5 on the mean
+# loss; its weight decay 0.0153 per 1024 examples, coupled as PyTorch's, is weight_decay 0.0153 / 11.5 on
+# that scale. BatchNorm biases: 64x the learning rate (same decay per step). Nesterov momentum 0.85, label
+# smoothing 0.2, the triangle schedule, Lookahead, the whitening bias trained for 3 epochs, alternating
+# flips and 2-pixel reflect-padded translations, 6-view TTA at the final evaluation. Checkpoints as usual
+# (log-spaced in epoch 1, every epoch) for the over-training analysis; one evaluation, at the end.
+_AIRBENCH_RECIPE: dict[str, Any] = dict(
+    train_subset=None,
+    test_subset=None,
+    batch_size=1024,
+    lr=1.5,
+    momentum=0.85,
+    nesterov=True,
+    weight_decay=0.0153 / 11.5,
+    weight_decay_mode="l2",
+    decay_all_params=True,
+    schedule="triangle",
+    warmup_epochs=0.0,
+    label_smoothing=0.2,
+    bias_lr_scale=64.0,
+    whiten_bias_epochs=3,
+    lookahead=True,
+    augment=True,
+    flip="alternating",
+    crop_padding=2,
+    crop_pad_mode="reflect",
+    tta=2,
+    log_every=8,
+)
+
 # The one table of training presets (``python -m models.train --preset NAME``; the paths experiment
 # names one per experiment preset). Fields not given keep the TrainConfig defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -292,6 +415,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_at_checkpoints=True,
         log_every=100,
     ),
+    # Time-to-accuracy presets (issue 25): the airbench recipe on the two airbench-shaped families. Measured
+    # numbers: benchmarks/results.md ("Time to accuracy") and the README's "Training recipes".
+    "quick-vgg": dict(_AIRBENCH_RECIPE, arch="airbench_vgg_w0.5", epochs=5, eval_every_epochs=5),
+    "quick-resnet": dict(_AIRBENCH_RECIPE, arch="airbench_resnet_w0.5", epochs=5, eval_every_epochs=5),
+    "fast-vgg": dict(_AIRBENCH_RECIPE, arch="airbench_vgg", epochs=10, eval_every_epochs=10),
+    "fast-resnet": dict(_AIRBENCH_RECIPE, arch="airbench_resnet", epochs=10, eval_every_epochs=10),
     # Seconds: tests and smoke runs.
     "tiny": dict(
         arch="resnet8_w0.25",

@@ -61,6 +61,7 @@ __all__ = [
     "load_cifar10",
     "normalize",
     "augment",
+    "alternating_flips",
     "batches",
     "probe_set",
 ]
@@ -600,18 +601,30 @@ def normalize(images: Any) -> Any:
     return (x - CIFAR10_MEAN) / CIFAR10_STD
 
 
-def augment(key: jax.Array, images: Any) -> jax.Array:
-    """Standard CIFAR augmentation: random 32x32 crop of the 4-pixel zero-padded image, random flip.
+def augment(
+    key: jax.Array,
+    images: Any,
+    *,
+    padding: int = _PAD,
+    pad_mode: str = "zeros",
+    flips: Any = None,
+) -> jax.Array:
+    """CIFAR augmentation: a random crop of the padded image (a random translation) and a horizontal flip.
 
-    Each image in the batch gets its own crop offset (uniform in 0..8 on each axis, i.e. a
-    shift of -4..+4 pixels) and its own horizontal flip (probability 1/2). Zero padding
-    means black pixels for ``uint8`` input, so apply this before :func:`normalize`.
-    Jit-able; the output is a deterministic function of ``key`` alone: the random draws use
-    explicit 32-bit dtypes, so enabling ``jax_enable_x64`` does not change them.
+    Each image in the batch gets its own crop offset, uniform in ``0..2 * padding`` on each axis (a shift
+    of ``-padding..+padding`` pixels), and, unless ``flips`` is given, its own horizontal flip with
+    probability 1/2. With the defaults this is the standard CIFAR augmentation (4-pixel zero padding:
+    black pixels for ``uint8`` input, so apply this before :func:`normalize`). Jit-able; the output is a
+    deterministic function of ``key`` (and ``flips``): the random draws use explicit 32-bit dtypes, so
+    enabling ``jax_enable_x64`` does not change them.
 
     Args:
         key: A JAX PRNG key (``jax.random.key`` or ``jax.random.PRNGKey``).
         images: Batch ``[B, H, W, C]`` (``[B, 32, 32, 3]`` for CIFAR), ``uint8`` or float.
+        padding: Pixels of padding on every side (the largest shift); 0 means no translation.
+        pad_mode: ``"zeros"`` or ``"reflect"`` (mirror without repeating the edge, as ``numpy.pad``).
+        flips: Optional bool ``[B]``: which images to flip (e.g. from :func:`alternating_flips`); the
+            key then draws only the crops, with the same offsets as without ``flips``.
 
     Returns:
         Array ``[B, H, W, C]`` with the dtype of ``images``.
@@ -622,17 +635,34 @@ def augment(key: jax.Array, images: Any) -> jax.Array:
     images = jnp.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"augment expects a batch [B, H, W, C], got shape {images.shape}")
+    if pad_mode not in ("zeros", "reflect"):
+        raise ValueError(f"pad_mode must be 'zeros' or 'reflect', got {pad_mode!r}")
     b, h, w, c = images.shape
+    if flips is not None and jnp.shape(flips) != (b,):
+        raise ValueError(f"flips must be [B] = ({b},) for images {images.shape}, got {jnp.shape(flips)}")
     k_crop, k_flip = jax.random.split(key)
-    offsets = jax.random.randint(k_crop, (b, 2), 0, 2 * _PAD + 1, dtype=jnp.int32)
-    flips = jax.random.bernoulli(k_flip, jnp.float32(0.5), (b,))
-    padded = jnp.pad(images, ((0, 0), (_PAD, _PAD), (_PAD, _PAD), (0, 0)))
+    offsets = jax.random.randint(k_crop, (b, 2), 0, 2 * padding + 1, dtype=jnp.int32)
+    if flips is None:
+        flips = jax.random.bernoulli(k_flip, jnp.float32(0.5), (b,))
+    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    padded = jnp.pad(images, pads, mode="constant" if pad_mode == "zeros" else "reflect")
 
     def one(img, offset, flip):
         crop = jax.lax.dynamic_slice(img, (offset[0], offset[1], jnp.int32(0)), (h, w, c))
         return jnp.where(flip, crop[:, ::-1, :], crop)
 
-    return jax.vmap(one)(padded, offsets, flips)
+    return jax.vmap(one)(padded, offsets, jnp.asarray(flips, bool))
+
+
+def alternating_flips(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Which of ``n`` training images are flipped in ``epoch``: bool ``[n]`` (airbench's derandomised flip).
+
+    A random half of the images (each with probability 1/2, drawn from ``seed`` alone) is flipped in even
+    epochs and the other images in odd ones, so every image is seen flipped in every other epoch. A pure
+    function of ``(seed, epoch, n)``.
+    """
+    base = np.random.default_rng([int(seed), 0xF119]).random(int(n)) < 0.5
+    return base ^ bool(int(epoch) % 2)
 
 
 # --------------------------------------------------------------------------------------

@@ -116,7 +116,10 @@ VGG_CONFIGS: dict[int, tuple[Any, ...]] = {
     ),
 }
 
-_ARCH_RE = re.compile(r"^(resnet|vgg)(\d+)(?:_w(\d+(?:\.\d*)?|\.\d+))?$")
+_ARCH_RE = re.compile(r"^(resnet|vgg|airbench_resnet|airbench_vgg)(\d*)(?:_w(\d+(?:\.\d*)?|\.\d+))?$")
+
+# The airbench-shaped networks (models.airbench) have one depth: the whitening conv, six convs, the head.
+AIRBENCH_DEPTH = 8
 
 
 def _scaled(channels: int, mult: float) -> int:
@@ -461,16 +464,23 @@ class VGG(nnx.Module):
 def available_architectures() -> str:
     return (
         "resnet{6n+2} (resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110, ...), "
-        "vgg11, vgg13, vgg16, vgg19; optional width suffix _w{mult} (e.g. resnet32_w2, vgg16_w0.5)"
+        "vgg11, vgg13, vgg16, vgg19, airbench_vgg, airbench_resnet; optional width suffix _w{mult} "
+        "(e.g. resnet32_w2, vgg16_w0.5, airbench_vgg_w0.5)"
     )
 
 
 def parse_arch(name: str) -> tuple[str, int, float | None]:
-    """``"resnet32_w2"`` -> ``("resnet", 32, 2.0)``; width is ``None`` without a suffix."""
+    """``"resnet32_w2"`` -> ``("resnet", 32, 2.0)``; width is ``None`` without a suffix.
+
+    The airbench networks have no depth in their name: ``"airbench_vgg"`` -> ``("airbench_vgg", 8, None)``.
+    """
     m = _ARCH_RE.match(str(name).strip().lower())
     if m is None:
         raise ValueError(f"unknown architecture {name!r}; valid: {available_architectures()}")
-    family, depth, w = m.group(1), int(m.group(2)), m.group(3)
+    family, digits, w = m.group(1), m.group(2), m.group(3)
+    if family.startswith("airbench") != (digits == ""):
+        raise ValueError(f"unknown architecture {name!r}; valid: {available_architectures()}")
+    depth = AIRBENCH_DEPTH if family.startswith("airbench") else int(digits)
     if family == "resnet" and (depth < 8 or (depth - 2) % 6 != 0):
         raise ValueError(
             f"unknown architecture {name!r}: ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...); "
@@ -494,7 +504,7 @@ def create_model(
     rngs: nnx.Rngs | int | None = None,
     width: float | None = None,
     **kwargs: Any,
-) -> ResNet | VGG:
+) -> nnx.Module:
     """Build a CIFAR network by name (see module docstring). The model starts in eval mode.
 
     ``width`` (keyword) and a ``_w{mult}`` name suffix are alternatives; giving
@@ -511,7 +521,11 @@ def create_model(
         rngs = nnx.Rngs(0)
     elif isinstance(rngs, int):
         rngs = nnx.Rngs(rngs)
-    if family == "resnet":
+    if family.startswith("airbench"):
+        from .airbench import AirbenchNet
+
+        model = AirbenchNet(family, num_classes=num_classes, width=mult, rngs=rngs, **kwargs)
+    elif family == "resnet":
         model = ResNet(depth, num_classes=num_classes, width=mult, rngs=rngs, **kwargs)
     else:
         model = VGG(depth, num_classes=num_classes, width=mult, rngs=rngs, **kwargs)

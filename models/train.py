@@ -96,6 +96,19 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n))
 
 
+# Evaluation results kept in checkpoint metadata and restored on resume.
+_EVAL_KEYS = ("test_loss", "test_acc", "test_n", "test_loss_tta", "test_acc_tta", "tta_level")
+
+WHITENING_IMAGES = 5000
+
+
+def whitening_sample(seed: int, n: int) -> np.ndarray:
+    """Indices of the training images a whitening layer is fitted to: ``min(5000, n)`` of ``n``, drawn
+    without replacement from ``(seed, "whitening")`` (the stored data is sorted by class)."""
+    rng = np.random.default_rng([int(seed), 0x3417E])
+    return np.sort(rng.choice(int(n), size=min(WHITENING_IMAGES, int(n)), replace=False))
+
+
 def checkpoint_schedule(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> list[int]:
     """Scheduled checkpoint steps: 0, log-spaced early steps, every k epochs, and the last step."""
     steps = {0, total_steps}
@@ -184,18 +197,28 @@ _OPT_FIELDS = (
     "warmup_epochs",
     "milestones",
     "lr_decay",
+    "bias_lr_scale",
+    "whiten_bias_epochs",
 )
 _OPTIMIZERS: dict[Any, Any] = {}
+
+
+def _uses_param_groups(cfg: TrainConfig) -> bool:
+    """Whether the optimiser splits the parameters into groups (``make_optimizer(groups=True)``)."""
+    from .nets import parse_arch
+
+    return cfg.bias_lr_scale != 1 or parse_arch(cfg.arch)[0].startswith("airbench")
 
 
 def _optimizer(cfg: TrainConfig, steps_per_epoch: int):
     from .train_state import make_optimizer
 
-    key = (steps_per_epoch, tuple(getattr(cfg, f) for f in _OPT_FIELDS))
+    groups = _uses_param_groups(cfg)
+    key = (steps_per_epoch, groups, tuple(getattr(cfg, f) for f in _OPT_FIELDS))
     if key not in _OPTIMIZERS:
         if len(_OPTIMIZERS) >= 8:
             _OPTIMIZERS.pop(next(iter(_OPTIMIZERS)))
-        _OPTIMIZERS[key] = make_optimizer(cfg, steps_per_epoch)
+        _OPTIMIZERS[key] = make_optimizer(cfg, steps_per_epoch, groups=groups)
     return _OPTIMIZERS[key]
 
 
@@ -329,7 +352,10 @@ def _model_part(state) -> dict[str, Any]:
 
 
 def _opt_part(state) -> dict[str, Any]:
-    return {"opt": state.opt_state, "step": state.step, "key": state.key}
+    part = {"opt": state.opt_state, "step": state.step, "key": state.key}
+    if state.slow is not None:
+        part["slow"] = state.slow
+    return part
 
 
 def _save(s: _Setup, state, step: int, tags: list[str], metrics: Mapping[str, Any]) -> None:
@@ -380,7 +406,10 @@ def _restore(s: _Setup, state, p: _Progress) -> None:
     m, o = restored["model"], restored["opt"]
     p.state = _replicate(
         s.dp,
-        jax.tree.map(jnp.asarray, TrainState(m["params"], m["batch_stats"], o["opt"], o["step"], o["key"])),
+        jax.tree.map(
+            jnp.asarray,
+            TrainState(m["params"], m["batch_stats"], o["opt"], o["step"], o["key"], o.get("slow")),
+        ),
     )
     p.step = int(resume_step)
     if int(p.state.step) != p.step:
@@ -388,7 +417,7 @@ def _restore(s: _Setup, state, p: _Progress) -> None:
     p.best_step = s.store.index.get("best")
     p.best_acc = s.store.index.get("best_test_acc")
     last_meta = restored["meta"]
-    p.last_eval = {k: last_meta[k] for k in ("test_loss", "test_acc", "test_n") if k in last_meta}
+    p.last_eval = {k: last_meta[k] for k in _EVAL_KEYS if k in last_meta}
     _warn_if_flags_changed(s.log.path)
     s.log.write("resume", step=p.step, devices=s.cfg.devices or 1, xla_flags=os.environ.get("XLA_FLAGS", ""))
 
@@ -427,11 +456,13 @@ def _train_epoch(s: _Setup, p: _Progress, epoch: int) -> np.ndarray:
     import jax
     from tqdm.auto import tqdm
 
+    from .data import alternating_flips
     from .train_state import train_step
     from .train_state import zero_metrics
 
     cfg, spe = s.cfg, s.steps_per_epoch
     order = epoch_permutation(cfg.seed, epoch, len(s.train_y))
+    flips = alternating_flips(cfg.seed, epoch, len(s.train_y)) if cfg.flip == "alternating" else None
     first = p.step - epoch * spe
     epoch_sums = np.zeros(3)
     metrics = _replicate(s.dp, zero_metrics(s.spec))
@@ -450,8 +481,9 @@ def _train_epoch(s: _Setup, p: _Progress, epoch: int) -> np.ndarray:
     for i in range(first, spe):
         idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
         images, labels = _shard_batch(s.dp, s.train_x[idx], s.train_y[idx])
+        batch_flips = None if flips is None else _shard_batch(s.dp, flips[idx])[0]
         p.state, metrics = train_step(
-            p.state, metrics, images, labels, graphdef=s.graphdef_train, tx=s.tx, spec=s.spec
+            p.state, metrics, images, labels, batch_flips, graphdef=s.graphdef_train, tx=s.tx, spec=s.spec
         )
         p.step += 1
         window_steps += 1
@@ -522,6 +554,8 @@ def _finish_epoch(s: _Setup, p: _Progress, epoch: int, epoch_sums: np.ndarray, s
         )
         if evaluated:
             line += f" | test loss {p.last_eval['test_loss']:.4f} acc {p.last_eval['test_acc']:.4f}"
+            if "test_acc_tta" in p.last_eval:
+                line += f" (TTA {p.last_eval['test_acc_tta']:.4f})"
         tqdm.write(line)
     tags = ["last"]
     if p.step in s.scheduled:
@@ -554,6 +588,7 @@ def _build(
     from flax import nnx
 
     from . import checkpoints as ckpt
+    from .data import normalize
     from .nets import count_params
     from .nets import create_model
     from .train_state import init_state
@@ -578,6 +613,8 @@ def _build(
 
     model_kwargs = _model_kwargs(cfg)
     model = create_model(cfg.arch, num_classes=cfg.num_classes, rngs=nnx.Rngs(cfg.seed), **model_kwargs)
+    if hasattr(model, "init_whitening"):
+        model.init_whitening(normalize(train_x[whitening_sample(cfg.seed, n_train)]))
     n_params = count_params(model)
     graphdef_eval, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.train()
@@ -598,7 +635,7 @@ def _build(
         graphdef_eval=graphdef_eval,
         tx=tx,
         schedule=schedule,
-        spec=loss_spec(cfg),
+        spec=loss_spec(cfg, total_steps),
         store=ckpt.CheckpointStore(workdir),
         log=_Log(workdir / "metrics.jsonl"),
         static_meta=dict(
@@ -614,7 +651,8 @@ def _build(
         ),
         dp=dp,
     )
-    return s, _replicate(dp, init_state(params, batch_stats, tx, seed=cfg.seed)), n_params
+    state = init_state(params, batch_stats, tx, seed=cfg.seed, lookahead=cfg.lookahead)
+    return s, _replicate(dp, state), n_params
 
 
 def train_and_evaluate(
@@ -637,7 +675,9 @@ def train_and_evaluate(
 
     Returns:
         Summary dict: ``final_step``, ``epochs_completed``, ``interrupted`` (stopped by
-        ``max_steps``), ``final_test_acc``, ``best_test_acc``, ``best_step``,
+        ``max_steps``), ``final_test_acc`` (plain: the headline), ``final_test_acc_tta`` (with
+        test-time augmentation at level ``tta_level``; None when ``tta == 0``), ``best_test_acc``
+        (plain), ``best_step``,
         ``train_images_per_s`` (steady-state, excluding compilation and evaluation),
         ``wall_time_s``, ``devices`` (data-parallel device count, 1 on one device), ``checkpoints``
         (steps) and ``workdir``.
@@ -694,6 +734,8 @@ def train_and_evaluate(
         epochs_completed=p.step // steps_per_epoch,
         interrupted=p.interrupted or p.step < total_steps,
         final_test_acc=p.last_eval.get("test_acc"),
+        final_test_acc_tta=p.last_eval.get("test_acc_tta"),
+        tta_level=cfg.tta,
         final_test_loss=p.last_eval.get("test_loss"),
         best_test_acc=p.best_acc,
         best_step=p.best_step,

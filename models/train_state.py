@@ -45,6 +45,10 @@ __all__ = [
     "init_state",
     "make_optimizer",
     "make_schedule",
+    "param_label",
+    "lookahead_update",
+    "lookahead_decay",
+    "tta_logits",
     "training_loss",
     "train_step",
     "eval_step",
@@ -60,6 +64,8 @@ class TrainState(NamedTuple):
     opt_state: Any  # optax state of the transformation
     step: jax.Array  # int32 [], global step (the next step's augmentation key is fold_in(key, step))
     key: jax.Array  # uint32 [2], raw key data of the augmentation key
+    # Lookahead's slow copy ``(params, batch_stats)`` (``TrainConfig.lookahead``); None without Lookahead.
+    slow: Any = None
 
 
 class LossSpec(NamedTuple):
@@ -71,10 +77,15 @@ class LossSpec(NamedTuple):
     path_penalty: float = 0.0  # lambda; 0 = the plain cross-entropy step
     path_penalty_kind: str = "length"  # a kind of geopath.path_penalty
     path_penalty_space: str = "angular_cka"  # one of models.config.PATH_PENALTY_SPACES
+    crop_padding: int = 4  # augmentation: largest shift of the random crop, in pixels
+    crop_pad_mode: str = "zeros"  # "zeros" or "reflect"
+    flip: str = "random"  # "random", or "alternating": the step is given the flips (data.alternating_flips)
+    lookahead_steps: int = 0  # total steps of a run with Lookahead (its schedule needs them); 0: off
+    tta: int = 0  # test-time augmentation level of the evaluations (models.airbench.tta_views)
 
 
-def loss_spec(cfg: TrainConfig) -> LossSpec:
-    """The :class:`LossSpec` of a training configuration."""
+def loss_spec(cfg: TrainConfig, total_steps: int = 0) -> LossSpec:
+    """The :class:`LossSpec` of a training configuration (``total_steps``: the run's, needed by Lookahead)."""
     return LossSpec(
         cfg.num_classes,
         float(cfg.label_smoothing),
@@ -82,6 +93,11 @@ def loss_spec(cfg: TrainConfig) -> LossSpec:
         float(cfg.path_penalty),
         cfg.path_penalty_kind,
         cfg.path_penalty_space,
+        int(cfg.crop_padding),
+        cfg.crop_pad_mode,
+        cfg.flip,
+        int(total_steps) if cfg.lookahead else 0,
+        int(cfg.tta),
     )
 
 
@@ -105,6 +121,12 @@ def make_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     total = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     warmup = min(warmup, max(total - 1, 0))
+    if cfg.schedule == "triangle":
+        # airbench: linear from 0.2 lr to lr at 23% of the steps, then linear to 0.07 lr at the end
+        peak = int(0.23 * total)
+        return lambda step: (
+            cfg.lr * jnp.interp(step, jnp.array([0, peak, total]), jnp.array([0.2, 1.0, 0.07]))
+        )
     if cfg.schedule == "cosine":
         main = optax.cosine_decay_schedule(cfg.lr, max(total - warmup, 1))
     elif cfg.schedule == "step":
@@ -118,30 +140,104 @@ def make_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     return optax.join_schedules([ramp, main], [warmup])
 
 
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> tuple[optax.GradientTransformation, Any]:
-    """``(tx, schedule)``: SGD + momentum (+ Nesterov) + weight decay ("l2" or "decoupled") + schedule."""
+def param_label(path: tuple[Any, ...]) -> str:
+    """The optimiser group of a parameter, from its pytree path in the model's ``nnx.Param`` state.
+
+    ``"frozen"``: a whitening kernel (never trained); ``"whiten_bias"``: a whitening bias (trained for
+    ``whiten_bias_epochs``); ``"norm_bias"``: a BatchNorm bias (a module named ``*bn*`` or ``*norm*``;
+    learning rate times ``bias_lr_scale``); ``"other"``: everything else.
+    """
+    names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+    names = [n for n in names if n != "value"]
+    if names and names[-1] == "whiten_kernel":
+        return "frozen"
+    if names and names[-1] == "whiten_bias":
+        return "whiten_bias"
+    if names and names[-1] == "bias" and any("bn" in n or "norm" in n for n in names[:-1]):
+        return "norm_bias"
+    return "other"
+
+
+def make_optimizer(
+    cfg: TrainConfig, steps_per_epoch: int, *, groups: bool = False
+) -> tuple[optax.GradientTransformation, Any]:
+    """``(tx, schedule)``: SGD + momentum (+ Nesterov) + weight decay ("l2" or "decoupled") + schedule.
+
+    With ``groups`` (a model with a whitening layer, or ``bias_lr_scale != 1``), the parameters are
+    split by :func:`param_label` (``optax.partition``): BatchNorm biases get ``bias_lr_scale`` times the
+    learning rate and ``1 / bias_lr_scale`` times the weight decay (the same decay per step), a whitening
+    bias stops after ``whiten_bias_epochs`` and a whitening kernel never moves. Without ``groups`` the
+    transformation (and its state) is the plain chain of earlier runs.
+    """
     schedule = make_schedule(cfg, steps_per_epoch)
     mask = None
     if not cfg.decay_all_params:
         mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731  (kernels only)
-    parts = []
-    if cfg.weight_decay_mode == "l2":
-        if cfg.weight_decay:
-            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask))
-        parts.append(optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
-    else:
-        if cfg.momentum:
-            parts.append(optax.trace(decay=cfg.momentum, nesterov=cfg.nesterov))
-        if cfg.weight_decay:
-            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask))
-        parts.append(optax.scale_by_learning_rate(schedule))
-    return optax.chain(*parts), schedule
+
+    def sgd(lr, weight_decay):
+        parts = []
+        if cfg.weight_decay_mode == "l2":
+            if weight_decay:
+                parts.append(optax.add_decayed_weights(weight_decay, mask))
+            parts.append(optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
+        else:
+            if cfg.momentum:
+                parts.append(optax.trace(decay=cfg.momentum, nesterov=cfg.nesterov))
+            if weight_decay:
+                parts.append(optax.add_decayed_weights(weight_decay, mask))
+            parts.append(optax.scale_by_learning_rate(lr))
+        return optax.chain(*parts)
+
+    if not groups:
+        return sgd(schedule, cfg.weight_decay), schedule
+    scale = cfg.bias_lr_scale
+    whiten_steps = cfg.whiten_bias_epochs * steps_per_epoch
+    transforms = {
+        "other": sgd(schedule, cfg.weight_decay),
+        "norm_bias": sgd(lambda step: scale * schedule(step), cfg.weight_decay / scale),
+        "whiten_bias": sgd(
+            lambda step: jnp.where(step < whiten_steps, schedule(step), 0.0), cfg.weight_decay
+        ),
+        "frozen": optax.set_to_zero(),
+    }
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(lambda path, _: param_label(path), params)
+
+    return optax.partition(transforms, labels), schedule
 
 
-def init_state(params: Any, batch_stats: Any, tx: optax.GradientTransformation, *, seed: int) -> TrainState:
-    """The state at step 0; the augmentation key is derived from ``seed`` alone."""
+def init_state(
+    params: Any, batch_stats: Any, tx: optax.GradientTransformation, *, seed: int, lookahead: bool = False
+) -> TrainState:
+    """The state at step 0; the augmentation key is derived from ``seed`` alone. With ``lookahead`` the
+    slow copy starts as the initial ``(params, batch_stats)``."""
     key = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 0x5EED))
-    return TrainState(params, batch_stats, tx.init(params), jnp.asarray(0, jnp.int32), key)
+    slow = jax.tree.map(jnp.copy, (params, batch_stats)) if lookahead else None
+    return TrainState(params, batch_stats, tx.init(params), jnp.asarray(0, jnp.int32), key, slow)
+
+
+LOOKAHEAD_EVERY = 5
+
+
+def lookahead_decay(step: jax.Array, total_steps: int) -> jax.Array:
+    """airbench's Lookahead decay after ``step`` steps of ``total_steps``: ``0.95^5 (step / total)^3``."""
+    return 0.95**5 * (step / total_steps) ** 3
+
+
+def lookahead_update(fast: Any, slow: Any, step: jax.Array, total_steps: int) -> tuple[Any, Any]:
+    """airbench's Lookahead after the update that made ``step`` (1-based) steps: returns ``(fast, slow)``.
+
+    Every :data:`LOOKAHEAD_EVERY` steps ``slow <- slow + (1 - decay) (fast - slow)`` and ``fast <- slow``,
+    with ``decay = lookahead_decay(step, total_steps)``; at ``step == total_steps`` ``fast <- slow``
+    (airbench's final update with decay 1). ``fast`` and ``slow`` are matching pytrees.
+    """
+    sync = step % LOOKAHEAD_EVERY == 0
+    alpha = jnp.where(sync, 1.0 - lookahead_decay(step, total_steps), 0.0).astype(jnp.float32)
+    slow = jax.tree.map(lambda s_, f: s_ + alpha * (f - s_), slow, fast)
+    take = sync | (step >= total_steps)
+    fast = jax.tree.map(lambda s_, f: jnp.where(take, s_, f), slow, fast)
+    return fast, slow
 
 
 def _loss(logits: jax.Array, labels: jax.Array, spec: LossSpec) -> jax.Array:
@@ -199,6 +295,7 @@ def train_step(
     metrics: jax.Array,
     images: jax.Array,
     labels: jax.Array,
+    flips: jax.Array | None = None,
     *,
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
@@ -212,14 +309,20 @@ def train_step(
             cross-entropy; with ``spec.path_penalty > 0``, ``[4]``: ``(..., penalty * n)``. Start from
             :func:`zero_metrics`.
         images: uint8 ``[B, 32, 32, 3]``; labels: int32 ``[B]``.
+        flips: bool ``[B]``, which images to flip, for ``spec.flip == "alternating"``
+            (:func:`models.data.alternating_flips`); None for random flips.
         graphdef: the model's graph definition in train mode (``nnx.split(model, nnx.Param, nnx.BatchStat)``).
         tx: the optax transformation; spec: loss and augmentation options.
 
     Returns:
-        ``(new_state, metrics + this batch's sums)``.
+        ``(new_state, metrics + this batch's sums)``. With Lookahead (``spec.lookahead_steps > 0``) the new
+        state's weights are :func:`lookahead_update`'s.
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-    x = augment_images(key, images) if spec.augment else images
+    if spec.augment:
+        x = augment_images(key, images, padding=spec.crop_padding, pad_mode=spec.crop_pad_mode, flips=flips)
+    else:
+        x = images
     x = normalize(x)
 
     (loss, (logits, new_stats, parts)), grads = jax.value_and_grad(training_loss, has_aux=True)(
@@ -234,7 +337,12 @@ def train_step(
         metrics = metrics + jnp.stack([ce * n, correct, n, penalty * n])
     else:
         metrics = metrics + jnp.stack([loss * n, correct, n])
-    return TrainState(params, new_stats, opt_state, state.step + 1, state.key), metrics
+    slow = state.slow
+    if spec.lookahead_steps:
+        (params, new_stats), slow = lookahead_update(
+            (params, new_stats), slow, state.step + 1, spec.lookahead_steps
+        )
+    return TrainState(params, new_stats, opt_state, state.step + 1, state.key, slow), metrics
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "spec"))
@@ -248,15 +356,39 @@ def eval_step(
     graphdef: nnx.GraphDef,
     spec: LossSpec,
 ) -> jax.Array:
-    """float32 ``[3]``: ``(sum of losses, correct, count)`` over the ``valid [B]`` (0/1) examples.
+    """float32 ``[3]``: ``(sum of losses, correct, count)`` over the ``valid [B]`` (0/1) examples; ``[5]``
+    with test-time augmentation (``spec.tta > 0``): ``(..., sum of TTA losses, TTA correct)``.
 
     ``graphdef`` is the model's graph definition in eval mode (BatchNorm uses its running statistics).
+    The TTA logits are :func:`tta_logits`.
     """
     model = nnx.merge(graphdef, params, batch_stats)
     logits = model(normalize(images))
     loss = _loss(logits, labels, spec)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-    return jnp.stack([jnp.sum(loss * valid), jnp.sum(correct * valid), jnp.sum(valid)])
+    sums = [jnp.sum(loss * valid), jnp.sum(correct * valid), jnp.sum(valid)]
+    if spec.tta:
+        tta = tta_logits(model, images, level=spec.tta, plain=logits)
+        tta_correct = (jnp.argmax(tta, -1) == labels).astype(jnp.float32)
+        sums += [jnp.sum(_loss(tta, labels, spec) * valid), jnp.sum(tta_correct * valid)]
+    return jnp.stack(sums)
+
+
+def tta_logits(model: Any, images: jax.Array, *, level: int, plain: jax.Array | None = None) -> jax.Array:
+    """Test-time-augmented logits ``[B, C]`` of uint8 ``images [B, 32, 32, 3]``: the weighted mean of the
+    logits of :func:`models.airbench.tta_views` (weights :data:`models.airbench.TTA_WEIGHTS`).
+
+    ``plain`` (optional) is ``model(normalize(images))``, reused for the first view.
+    """
+    from .airbench import TTA_WEIGHTS
+    from .airbench import tta_views
+
+    views = tta_views(images, level)
+    out = None
+    for i, (view, weight) in enumerate(zip(views, TTA_WEIGHTS[level])):
+        logits = plain if (i == 0 and plain is not None) else model(normalize(view))
+        out = weight * logits if out is None else out + weight * logits
+    return out
 
 
 def evaluate(
@@ -271,6 +403,9 @@ def evaluate(
     batch_sharding: Any = None,
 ) -> dict[str, float]:
     """Test loss / accuracy over ``images [N, 32, 32, 3]`` in fixed-size (zero-padded) batches.
+
+    Returns ``test_loss``, ``test_acc`` (plain) and ``test_n``; with ``spec.tta > 0`` also
+    ``test_loss_tta``, ``test_acc_tta`` and ``tta_level``.
 
     ``batch_sharding`` (a ``NamedSharding`` splitting the leading axis, as in data-parallel training)
     places every batch over its devices; the batch size is then rounded up to a multiple of their number.
@@ -292,5 +427,10 @@ def evaluate(
         if batch_sharding is not None:
             xb, yb, valid = jax.device_put((xb, yb, valid), batch_sharding)
         totals.append(eval_step(params, batch_stats, xb, yb, valid, graphdef=graphdef, spec=spec))
-    loss_sum, correct, count = np.sum(jax.device_get(totals), axis=0)
-    return {"test_loss": float(loss_sum / count), "test_acc": float(correct / count), "test_n": int(count)}
+    loss_sum, correct, count, *tta = np.sum(jax.device_get(totals), axis=0)
+    out = {"test_loss": float(loss_sum / count), "test_acc": float(correct / count), "test_n": int(count)}
+    if tta:
+        out.update(
+            test_loss_tta=float(tta[0] / count), test_acc_tta=float(tta[1] / count), tta_level=spec.tta
+        )
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -121,3 +122,20 @@ def test_bench_scaling_smoke():
 def test_no_torch_path():
     out = _run("bench_pairwise")
     assert "torch" not in out["results"][0]
+
+
+@pytest.mark.slow  # trains in subprocesses (about a minute on 2 cores); needs the CIFAR-10 copy
+def test_time_to_accuracy_smoke(tmp_path):
+    data = Path(os.environ.get("GEOPATH_CIFAR10_DIR") or ROOT.parent / "shared" / "data" / "cifar10-jpeg")
+    if not (data / "train").is_dir():
+        pytest.skip("CIFAR-10 copy not found")
+    argv = ["--presets", "quick-resnet", "--seeds", "4", "--runs", str(tmp_path)]
+    out = _run("time_to_accuracy", *argv)
+    (r,) = out["runs"]["quick-resnet"]
+    assert not r["reused"] and r["epochs_completed"] == 1 and r["final_step"] == 4  # 200 images, batch 50
+    assert r["step_flops"] > 1e9 and r["train_flops"] == 4 * r["step_flops"]
+    assert 0 < r["gflop_per_s"] < 1e4 and 0 <= r["final_test_acc"] <= 1 and r["tta_level"] == 2
+    assert r["final_test_acc_tta"] is not None
+    # a finished run is reused, not trained again
+    again = _run("time_to_accuracy", *argv)["runs"]["quick-resnet"][0]
+    assert again["reused"] and again["final_test_acc"] == r["final_test_acc"]

@@ -80,7 +80,7 @@ def _abstract(arch: str):
 
 def test_config_validates_the_penalty_options():
     cfg = C.TrainConfig(path_penalty=0.3, path_penalty_kind="turning", path_penalty_space="angular_shape")
-    assert TS.loss_spec(cfg)[3:] == (0.3, "turning", "angular_shape")
+    assert TS.loss_spec(cfg)[3:6] == (0.3, "turning", "angular_shape")
     assert C.TrainConfig(path_penalty=1).path_penalty == 1.0  # ints from JSON / the CLI become floats
     with pytest.raises(
         ValueError, match=r"path_penalty_kind must be one of \('length', 'excess', 'turning'\)"
