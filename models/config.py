@@ -63,11 +63,14 @@ _LATER_FIELDS = frozenset(
         "bias_lr_scale",
         "whiten_bias_epochs",
         "lookahead",
+        "optimizer",
+        "muon_lr",
+        "muon_momentum",
     }
 )
 
 #: Learning-rate schedules (``TrainConfig.schedule``); see :func:`models.train_state.make_schedule`.
-SCHEDULES = ("cosine", "step", "constant", "triangle")
+SCHEDULES = ("cosine", "step", "constant", "triangle", "linear")
 
 
 def _opt(default: Any, help: str, **metadata: Any) -> Any:
@@ -113,7 +116,15 @@ class TrainConfig:
     # optimisation
     epochs: int = _opt(30, "training epochs")
     batch_size: int = _opt(128, "training batch size")
-    lr: float = _opt(0.1, "peak learning rate")
+    optimizer: str = _opt(
+        "sgd",
+        "sgd: SGD with momentum for every parameter; muon: Muon (optax.contrib.scale_by_muon, weight-normalised "
+        "as airbench94_muon) for the convolution kernels, SGD for the rest",
+        choices=("sgd", "muon"),
+    )
+    lr: float = _opt(0.1, "peak learning rate (of the SGD parameters)")
+    muon_lr: float = _opt(0.24, "optimizer=muon: peak learning rate of the Muon kernels")
+    muon_momentum: float = _opt(0.6, "optimizer=muon: Nesterov momentum of the Muon kernels")
     momentum: float = _opt(0.9, "SGD momentum (0: none)")
     nesterov: bool = _opt(True, "Nesterov momentum")
     weight_decay: float = _opt(5e-4, "weight decay")
@@ -125,7 +136,8 @@ class TrainConfig:
     decay_all_params: bool = _opt(True, "also decay BatchNorm scales/biases and linear biases")
     schedule: str = _opt(
         "cosine",
-        "learning-rate schedule; triangle: linear 0.2 lr -> lr at 23%% of training -> 0.07 lr (airbench)",
+        "learning-rate schedule; triangle: linear 0.2 lr -> lr at 23%% of training -> 0.07 lr (airbench); "
+        "linear: lr -> 0 (airbench94_muon)",
         choices=SCHEDULES,
     )
     warmup_epochs: float = _opt(0.0, "linear warmup from 0, in epochs")
@@ -196,6 +208,7 @@ class TrainConfig:
             ("flip", ("random", "alternating")),
             ("crop_pad_mode", ("zeros", "reflect")),
             ("tta", (0, 1, 2)),
+            ("optimizer", ("sgd", "muon")),
         ):
             if getattr(self, name) not in choices or isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
@@ -253,6 +266,8 @@ class TrainConfig:
             ("bias_lr_scale", 0.0, True, math.inf),
             ("warmup_epochs", 0.0, False, math.inf),
             ("lr_decay", 0.0, True, math.inf),
+            ("muon_lr", 0.0, True, math.inf),
+            ("muon_momentum", 0.0, False, 1.0),
         ):
             value = getattr(self, name)
             ok = (
@@ -383,6 +398,25 @@ _AIRBENCH_RECIPE: dict[str, Any] = dict(
     log_every=8,
 )
 
+# airbench94_muon's recipe (Jordan, airbench94_muon.py), converted in the same way: Muon (lr 0.24, Nesterov
+# momentum 0.6, 3 Newton-Schulz steps, weight-normalised kernels) for the convolution kernels; SGD with
+# Nesterov momentum 0.85 for the rest, on batches of 2000 and a linear decay to 0. Its head is scaled by
+# 1/256 with unit-variance weights; ours by 1/9 with PyTorch's default init (the same function at the
+# start), so its head learning rate 0.67 per summed loss becomes 0.67 (9/256)^2 2000 = 1.656 here, its
+# biases' 0.053 * 2000 = 106 = 64 x 1.656, and its decay of 4e-3 per step weight_decay = 4e-3 / 1.656.
+_AIRBENCH_MUON_RECIPE: dict[str, Any] = dict(
+    _AIRBENCH_RECIPE,
+    optimizer="muon",
+    batch_size=2000,
+    lr=1.656,
+    muon_lr=0.24,
+    muon_momentum=0.6,
+    weight_decay=4e-3 / 1.656,
+    schedule="linear",
+    lookahead=False,
+    log_every=5,
+)
+
 # The one table of training presets (``python -m models.train --preset NAME``; the paths experiment
 # names one per experiment preset). Fields not given keep the TrainConfig defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -417,8 +451,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Time-to-accuracy presets (issue 25): the airbench recipe on the two airbench-shaped families. Measured
     # numbers: benchmarks/results.md ("Time to accuracy") and the README's "Training recipes".
-    "quick-vgg": dict(_AIRBENCH_RECIPE, arch="airbench_vgg_w0.5", epochs=5, eval_every_epochs=5),
-    "quick-resnet": dict(_AIRBENCH_RECIPE, arch="airbench_resnet_w0.5", epochs=5, eval_every_epochs=5),
+    "quick-vgg": dict(_AIRBENCH_MUON_RECIPE, arch="airbench_vgg_w0.5", epochs=5, eval_every_epochs=5),
+    "quick-resnet": dict(_AIRBENCH_MUON_RECIPE, arch="airbench_resnet_w0.5", epochs=5, eval_every_epochs=5),
     "fast-vgg": dict(_AIRBENCH_RECIPE, arch="airbench_vgg", epochs=10, eval_every_epochs=10),
     "fast-resnet": dict(_AIRBENCH_RECIPE, arch="airbench_resnet", epochs=10, eval_every_epochs=10),
     # Seconds: tests and smoke runs.

@@ -199,6 +199,9 @@ _OPT_FIELDS = (
     "lr_decay",
     "bias_lr_scale",
     "whiten_bias_epochs",
+    "optimizer",
+    "muon_lr",
+    "muon_momentum",
 )
 _OPTIMIZERS: dict[Any, Any] = {}
 
@@ -207,7 +210,7 @@ def _uses_param_groups(cfg: TrainConfig) -> bool:
     """Whether the optimiser splits the parameters into groups (``make_optimizer(groups=True)``)."""
     from .nets import parse_arch
 
-    return cfg.bias_lr_scale != 1 or parse_arch(cfg.arch)[0].startswith("airbench")
+    return cfg.bias_lr_scale != 1 or cfg.optimizer != "sgd" or parse_arch(cfg.arch)[0].startswith("airbench")
 
 
 def _optimizer(cfg: TrainConfig, steps_per_epoch: int):

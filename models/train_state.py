@@ -46,6 +46,7 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "param_label",
+    "muon_kernels",
     "lookahead_update",
     "lookahead_decay",
     "tta_logits",
@@ -121,6 +122,8 @@ def make_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     total = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     warmup = min(warmup, max(total - 1, 0))
+    if cfg.schedule == "linear":
+        return optax.linear_schedule(cfg.lr, 0.0, max(total, 1))
     if cfg.schedule == "triangle":
         # airbench: linear from 0.2 lr to lr at 23% of the steps, then linear to 0.07 lr at the end
         peak = int(0.23 * total)
@@ -188,23 +191,71 @@ def make_optimizer(
             parts.append(optax.scale_by_learning_rate(lr))
         return optax.chain(*parts)
 
-    if not groups:
+    muon = cfg.optimizer == "muon"
+    if not groups and not muon:
         return sgd(schedule, cfg.weight_decay), schedule
     scale = cfg.bias_lr_scale
-    whiten_steps = cfg.whiten_bias_epochs * steps_per_epoch
+    whiten_steps = max(cfg.whiten_bias_epochs * steps_per_epoch, 1)
+    if muon:  # airbench94_muon: the whitening bias at the biases' rate, decaying linearly to 0
+        whiten_lr = lambda step: scale * cfg.lr * jnp.maximum(0.0, 1.0 - step / whiten_steps)  # noqa: E731
+        whiten_decay = cfg.weight_decay / scale
+    else:  # airbench94: the whitening bias with the other parameters, stopped after whiten_bias_epochs
+        whiten_lr = lambda step: jnp.where(step < whiten_steps, schedule(step), 0.0)  # noqa: E731
+        whiten_decay = cfg.weight_decay
     transforms = {
         "other": sgd(schedule, cfg.weight_decay),
         "norm_bias": sgd(lambda step: scale * schedule(step), cfg.weight_decay / scale),
-        "whiten_bias": sgd(
-            lambda step: jnp.where(step < whiten_steps, schedule(step), 0.0), cfg.weight_decay
-        ),
+        "whiten_bias": sgd(whiten_lr, whiten_decay),
         "frozen": optax.set_to_zero(),
     }
+    if muon:
+        muon_schedule = lambda step: cfg.muon_lr / cfg.lr * schedule(step)  # noqa: E731 (same shape)
+        transforms["muon"] = muon_kernels(muon_schedule, momentum=cfg.muon_momentum)
 
     def labels(params):
-        return jax.tree_util.tree_map_with_path(lambda path, _: param_label(path), params)
+        def label(path, x):
+            name = param_label(path)
+            return "muon" if muon and name == "other" and jnp.ndim(x) == 4 else name
+
+        return jax.tree_util.tree_map_with_path(label, params)
 
     return optax.partition(transforms, labels), schedule
+
+
+MUON_NS_STEPS = 3
+
+
+def muon_kernels(learning_rate: optax.ScalarOrSchedule, *, momentum: float) -> optax.GradientTransformation:
+    """airbench94_muon's update of convolution kernels ``[k, k, C_in, C_out]`` (HWIO).
+
+    The direction is ``optax.contrib.scale_by_muon`` (Nesterov momentum ``momentum``, Frobenius
+    preconditioning, :data:`MUON_NS_STEPS` Newton-Schulz steps of each kernel as a ``(k k C_in) x C_out``
+    matrix); before the step the kernel is rescaled to norm ``sqrt(C_out)`` (airbench94_muon's weight
+    normalisation), so ``w <- w sqrt(C_out) / |w| - lr * direction``. Needs ``params`` in ``update``.
+    """
+    from optax.contrib import MuonDimensionNumbers
+    from optax.contrib import scale_by_muon
+
+    dims = lambda params: jax.tree.map(  # noqa: E731
+        lambda p: MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3), params
+    )
+    direction = optax.chain(
+        scale_by_muon(ns_steps=MUON_NS_STEPS, beta=momentum, nesterov=True, weight_dimension_numbers=dims),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("muon_kernels needs the params (weight normalisation)")
+        step, state = direction.update(updates, state, params)
+
+        def normalised(u, w):
+            norm = jnp.sqrt(jnp.sum(jnp.square(w)))
+            return w * (jnp.sqrt(jnp.float32(w.shape[-1])) / norm - 1.0) + u
+
+        return jax.tree.map(normalised, step, params), state
+
+    return optax.GradientTransformation(direction.init, update)
 
 
 def init_state(

@@ -257,3 +257,56 @@ def test_tiny_run_of_each_time_to_accuracy_preset_beats_chance(preset, cifar10_d
     )
     assert summary["final_test_acc"] >= 0.35, summary
     assert summary["final_test_acc_tta"] >= 0.35 and summary["tta_level"] == 2
+
+
+def test_muon_step_matches_optax_muon_on_weight_normalised_kernels():
+    """muon_kernels = optax.contrib.muon (3 Newton-Schulz steps, Nesterov 0.6) applied after rescaling the
+    kernel to norm sqrt(C_out), step for step on a toy least-squares problem."""
+    from optax.contrib import MuonDimensionNumbers
+    from optax.contrib import muon
+
+    target = jax.random.normal(jax.random.key(0), (3, 3, 8, 16))
+
+    def grad(w):
+        return 2 * (w - target) * jnp.linspace(0.5, 2.0, w.size).reshape(w.shape)
+
+    sched = optax.linear_schedule(0.24, 0.0, 6)
+    ours = TS.muon_kernels(sched, momentum=0.6)
+    dims = MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
+    ref = muon(sched, ns_steps=3, beta=0.6, nesterov=True, muon_weight_dimension_numbers=dims)
+    w = w_ref = jax.random.normal(jax.random.key(1), target.shape) * 0.1
+    s, s_ref = ours.init(w), ref.init(w_ref)
+    for _ in range(5):
+        u, s = ours.update(grad(w), s, w)
+        w = optax.apply_updates(w, u)
+        u_ref, s_ref = ref.update(grad(w_ref), s_ref, w_ref)
+        w_ref = w_ref * (4.0 / jnp.linalg.norm(w_ref)) + u_ref  # sqrt(C_out) = 4
+        np.testing.assert_allclose(np.asarray(w), np.asarray(w_ref), rtol=1e-5, atol=1e-6)
+    # the steps moved the kernel (not only its norm) towards the target
+    w0 = jax.random.normal(jax.random.key(1), target.shape)
+    cos = lambda a, b: float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))  # noqa: E731
+    assert cos(w, target) > cos(w0, target) + 0.1
+
+
+def test_muon_optimizer_groups():
+    cfg = T.TrainConfig(**dict(C.PRESETS["quick-vgg"], epochs=2))
+    tx, _ = TS.make_optimizer(cfg, steps_per_epoch=3, groups=True)
+    model = models.create_model("airbench_vgg_w0.25", rngs=nnx.Rngs(0))
+    model.init_whitening(jax.random.normal(jax.random.key(2), (8, 32, 32, 3)))
+    _, params, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
+    state = tx.init(params)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(3), len(leaves))
+    g = jax.tree.unflatten(treedef, [0.01 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
+    u, _ = tx.update(g, state, params)
+    np.testing.assert_array_equal(np.asarray(u["whiten_kernel"][...]), 0.0)  # frozen
+    # a Muon kernel: rescaled to norm sqrt(C_out), then an orthogonalised step of size about muon_lr
+    w = params["groups"][1]["conv1"]["kernel"][...]
+    new = w + u["groups"][1]["conv1"]["kernel"][...]
+    step = new - w * (np.sqrt(w.shape[-1]) / jnp.linalg.norm(w))
+    sv = np.linalg.svd(np.asarray(step).reshape(-1, w.shape[-1]), compute_uv=False)
+    assert 0.3 * cfg.muon_lr < sv.max() < 2.0 * cfg.muon_lr and sv.min() > 0.05 * cfg.muon_lr
+    # the head is SGD: the first Nesterov step is -lr (1 + m) (g + wd w)
+    w_head, g_head = params["head"][...], g["head"][...]
+    want = -cfg.lr * (1 + cfg.momentum) * (g_head + cfg.weight_decay * w_head)
+    np.testing.assert_allclose(np.asarray(u["head"][...]), np.asarray(want), rtol=1e-5, atol=1e-7)
