@@ -13,8 +13,9 @@ Quick reference::
     steps = models.list_checkpoints("runs/r8")
     model, meta = models.load_checkpoint("runs/r8", steps[-1])    # or "last" / "best"
 
-Architectures: ``resnet{6n+2}`` (resnet8, resnet20, resnet56, ...), ``vgg11/13/16/19``,
-each with an optional width suffix ``_w{mult}`` (``resnet32_w2``, ``vgg16_w0.5``).
+Architectures: ``resnet{6n+2}`` (resnet8, resnet20, resnet56, ...), ``vgg11/13/16/19``, and the
+time-to-accuracy families ``airbench_vgg`` / ``airbench_resnet`` (:mod:`models.airbench`), each with an
+optional width suffix ``_w{mult}`` (``resnet32_w2``, ``vgg16_w0.5``, ``airbench_resnet_w0.5``).
 The training / checkpoint names are imported lazily (they pull in optax, orbax, tqdm).
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .airbench import AirbenchNet
 from .capture import capture
 from .nets import VGG
 from .nets import VGG_CONFIGS
@@ -44,6 +46,7 @@ __all__ = [
     "use_cpu_training_flags",
     "ResNet",
     "VGG",
+    "AirbenchNet",
     "BasicBlock",
     "VGG_CONFIGS",
     # lazy:

@@ -244,7 +244,7 @@ def test_airbench_layers_and_families():
 TINY_RUN = dict(epochs=4, batch_size=100, eval_batch_size=250, progress=False, seed=0)
 
 
-@pytest.mark.parametrize("preset", ["quick-vgg", "quick-resnet", "fast-vgg", "fast-resnet"])
+@pytest.mark.parametrize("preset", ["quick-vgg", "quick-resnet", "airbench94", "fast-vgg", "fast-resnet"])
 def test_tiny_run_of_each_time_to_accuracy_preset_beats_chance(preset, cifar10_dir, tmp_path):
     """Each preset's recipe, on its own family at width 0.25, 1000 real images, 4 epochs: >= 35% (chance 10%)."""
     train = D.load_cifar10("train", data_dir=cifar10_dir, limit_per_class=100, cache_dir=tmp_path / "c")
