@@ -160,6 +160,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .train import RunLockedError
+    from .train import TrainingDiverged
     from .train import train_and_evaluate
     from .xla_cpu import use_cpu_training_flags
 
@@ -175,6 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except RunLockedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
     acc, tta = summary["final_test_acc"], summary.get("final_test_acc_tta")
     print(
         f"done: {summary['arch']} step {summary['final_step']}/{summary['total_steps']} "

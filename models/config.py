@@ -202,16 +202,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.milestones = tuple(float(m) for m in self.milestones)
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name, choices in (
-            ("flip", ("random", "alternating")),
-            ("crop_pad_mode", ("zeros", "reflect")),
-            ("tta", (0, 1, 2)),
-            ("optimizer", ("sgd", "muon")),
-        ):
-            if getattr(self, name) not in choices or isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        for f in dataclasses.fields(self):  # every option with a fixed set of values (its CLI choices)
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices is not None and (value not in choices or isinstance(value, bool)):
+                raise ValueError(f"{f.name} must be one of {choices}, got {value!r}")
         if (
             isinstance(self.crop_padding, bool)
             or not isinstance(self.crop_padding, int)
@@ -226,8 +220,6 @@ class TrainConfig:
             raise ValueError(
                 f"whiten_bias_epochs must be a non-negative int, got {self.whiten_bias_epochs!r}"
             )
-        if self.weight_decay_mode not in ("l2", "decoupled"):
-            raise ValueError(f"weight_decay_mode must be 'l2' or 'decoupled', got {self.weight_decay_mode!r}")
         for name in (
             "epochs",
             "batch_size",
@@ -285,14 +277,6 @@ class TrainConfig:
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam < float("inf"):
             raise ValueError(f"path_penalty must be a finite number >= 0, got {self.path_penalty!r}")
         self.path_penalty = float(self.path_penalty)
-        if self.path_penalty_kind not in PATH_PENALTY_KINDS:
-            raise ValueError(
-                f"path_penalty_kind must be one of {PATH_PENALTY_KINDS}, got {self.path_penalty_kind!r}"
-            )
-        if self.path_penalty_space not in PATH_PENALTY_SPACES:
-            raise ValueError(
-                f"path_penalty_space must be one of {PATH_PENALTY_SPACES}, got {self.path_penalty_space!r}"
-            )
         if not all(0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing fractions in (0, 1), got {self.milestones}")
 

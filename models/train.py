@@ -47,6 +47,14 @@ device counts, and a run resumes only on the device count it was started with (`
 run's configuration; checkpoints are gathered to the host and hold no device layout). ``devices=None``
 (or 1) is the single-device path, unchanged.
 
+One process per run folder: :func:`train_and_evaluate` holds ``workdir``'s OS lock (:func:`run_lock`) while
+it trains, so a second trainer, resume or overwrite on the same folder stops at once with
+:class:`RunLockedError` naming the holder; the lock dies with its process, so a killed run resumes normally.
+Divergence: a non-finite loss, gradient or weight stops the run at the next host sync (a log window) with
+:class:`TrainingDiverged`, before any checkpoint of it is written; ``--resume`` with a lower ``--lr``
+continues from the newest (finite) checkpoint. The command line exits with 2 (bad options), 3
+(diverged) or 4 (folder in use).
+
 Checkpoint schedule: step 0, log-spaced steps ``1, 2, 4, 8, ...`` up to one epoch, every
 ``ckpt_every_epochs`` epochs and the final step ("scheduled"; never deleted), plus the latest epoch end
 ("last", for resuming) and the best test accuracy so far ("best"); unscheduled last/best checkpoints are
@@ -56,9 +64,12 @@ replaced as training goes on. See :mod:`models.checkpoints` for the on-disk layo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
+import socket
 import sys
 import time
 import warnings
@@ -79,6 +90,9 @@ __all__ = [
     "TrainConfig",
     "PRESETS",
     "train_and_evaluate",
+    "TrainingDiverged",
+    "RunLockedError",
+    "run_lock",
     "checkpoint_schedule",
     "epoch_permutation",
     "DataParallel",
@@ -266,9 +280,30 @@ def _existing_run(cfg: TrainConfig, workdir: Path) -> bool:
                 f"continue the same trajectory; resume with devices={before} (--devices {before}), or "
                 "start afresh with --overwrite"
             )
-        if diff:
+        if diff and set(diff) <= DIVERGED_RESUME_MUTABLE and _last_event(workdir) == "diverged":
+            warnings.warn(
+                f"resuming the diverged run in {workdir} from its last finite checkpoint with {diff} "
+                "(saved, new): from here on it is a different run",
+                stacklevel=3,
+            )
+        elif diff:
             raise ValueError(f"cannot resume {workdir}: config differs from the saved run in {diff}")
     return has_run
+
+
+def _last_event(workdir: Path) -> str | None:
+    """The ``event`` of the last readable line of ``workdir/metrics.jsonl`` (None if there is none)."""
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    last = None
+    with open(path) as f:
+        for line in f:
+            try:
+                last = json.loads(line).get("event", last)
+            except (json.JSONDecodeError, AttributeError):
+                continue
+    return last
 
 
 def _load_data(cfg: TrainConfig):
@@ -342,6 +377,7 @@ class _Progress:
     interrupted: bool = False
     timed_images: int = 0
     timed_seconds: float = 0.0
+    last_finite_loss: tuple[float, int] | None = None  # (mean loss of the last finite log window, its step)
     window_first: bool = True  # the first log window of this process includes compilation: not timed
 
 
@@ -453,6 +489,109 @@ def _warn_if_flags_changed(metrics_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
+class TrainingDiverged(RuntimeError):
+    """A training step produced a non-finite loss, gradient or parameter; the run stopped there.
+
+    Attributes: ``first_step`` and ``step`` (the divergent step is one of ``first_step..step``, the steps
+    since the previous host sync), ``epoch`` (1-based), ``last_finite_loss`` (mean training loss of the
+    last finite log window, or None) and ``checkpoint`` (the newest checkpoint, which is finite, or None).
+    """
+
+    def __init__(self, message: str, **fields: Any):
+        super().__init__(message)
+        for k, v in fields.items():
+            setattr(self, k, v)
+
+
+LOCK_FILE = ".lock"
+LOCK_OWNER_FILE = ".lock-owner.json"
+
+
+class RunLockedError(RuntimeError):
+    """The run folder is held by another training process (its lock is taken)."""
+
+
+@contextlib.contextmanager
+def run_lock(workdir: str | os.PathLike):
+    """Holds ``workdir``'s OS lock (``workdir/.lock``, ``filelock.FileLock``) for a training process.
+
+    A second process that asks for it fails at once with :class:`RunLockedError`, naming the folder and
+    the holder (pid, host, start time, from ``workdir/.lock-owner.json``). The lock is an OS lock
+    (``flock``), so it dies with its process (``kill -9``, a reset): a later ``--resume`` just takes it.
+    Readers (``models.load_checkpoint``, ``CheckpointStore(read_only=True)``) never take it.
+    """
+    from filelock import FileLock
+    from filelock import Timeout
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    # The lock file is kept (no unlink race); no soft-lock fallback: only a lock that dies with its process.
+    lock = FileLock(workdir / LOCK_FILE, preserve_lock_file=True, fallback_to_soft=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunLockedError(
+            f"{workdir} is in use by another training process ({_lock_holder(workdir)}); "
+            "wait for it to end or stop it, then --resume"
+        ) from None
+    try:
+        write_json_atomic(
+            workdir / LOCK_OWNER_FILE,
+            dict(
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            ),
+        )
+        yield
+    finally:
+        try:
+            (workdir / LOCK_OWNER_FILE).unlink()
+        except FileNotFoundError:
+            pass
+        lock.release()
+
+
+def _lock_holder(workdir: Path) -> str:
+    try:
+        owner = json.loads((workdir / LOCK_OWNER_FILE).read_text())
+        return f"pid {owner['pid']} on {owner['host']}, started {owner['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+# Fields that may change when a diverged run is resumed (to continue from its last finite checkpoint).
+DIVERGED_RESUME_MUTABLE = frozenset({"lr", "muon_lr"})
+
+
+def _diverged(s: _Setup, p: _Progress, epoch: int, *, first: int) -> None:
+    """Records a ``diverged`` event and raises :class:`TrainingDiverged`; nothing is saved."""
+    steps = s.store.steps()
+    newest = steps[-1] if steps else None
+    last = p.last_finite_loss
+    s.log.write(
+        "diverged",
+        first_step=first,
+        step=p.step,
+        epoch=epoch + 1,
+        last_finite_loss=None if last is None else last[0],
+        last_finite_step=None if last is None else last[1],
+        checkpoint=newest,
+    )
+    where = f"step {p.step}" if first == p.step else f"one of steps {first}-{p.step}"
+    loss = "none yet" if last is None else f"{last[0]:.4f} (at step {last[1]})"
+    raise TrainingDiverged(
+        f"training diverged: non-finite loss, gradient or weights at {where} (epoch {epoch + 1}); "
+        f"last finite loss {loss}. No checkpoint was written after it: the newest, step {newest}, is "
+        f"finite; continue from it with --resume and a lower --lr",
+        first_step=first,
+        step=p.step,
+        epoch=epoch + 1,
+        last_finite_loss=None if last is None else last[0],
+        checkpoint=newest,
+    )
+
+
 def _train_epoch(s: _Setup, p: _Progress, epoch: int) -> np.ndarray:
     """Trains from ``p.step`` to the end of ``epoch`` (or to ``stop_at``); returns the epoch's train sums
     ``(loss * n, correct, n)`` of this process. Saves the mid-epoch scheduled and interruption checkpoints."""
@@ -495,6 +634,10 @@ def _train_epoch(s: _Setup, p: _Progress, epoch: int) -> np.ndarray:
         stopping = p.step >= s.stop_at
         if window_steps >= cfg.log_every or end_of_epoch or must_save or stopping:
             loss_sum, correct, count, *penalty = (float(v) for v in jax.device_get(metrics))
+            if not math.isfinite(loss_sum):
+                bar.close()
+                _diverged(s, p, epoch, first=p.step - window_steps + 1)
+            p.last_finite_loss = (loss_sum / count, p.step)
             elapsed = time.perf_counter() - window_start
             if not p.window_first:
                 p.timed_images += int(count)
@@ -684,10 +827,15 @@ def train_and_evaluate(
         ``train_images_per_s`` (steady-state, excluding compilation and evaluation),
         ``wall_time_s``, ``devices`` (data-parallel device count, 1 on one device), ``checkpoints``
         (steps) and ``workdir``.
-    """
-    import jax
 
-    from . import checkpoints as ckpt
+    Raises:
+        TrainingDiverged: A step's loss, gradient or new weights were not finite (checked at the log
+            windows' host syncs, so at no extra cost). The run stops there: ``metrics.jsonl`` gets a
+            ``diverged`` event, no checkpoint is written after the divergence, and ``resume=True`` continues
+            from the newest (finite) checkpoint, with a lower ``lr`` / ``muon_lr`` if wanted (the only
+            fields a diverged run may change; see :data:`DIVERGED_RESUME_MUTABLE`).
+        RunLockedError: Another process is training in ``workdir`` (:func:`run_lock`).
+    """
     from .nets import parse_arch
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
@@ -695,6 +843,18 @@ def train_and_evaluate(
     t_start = time.time()
     parse_arch(cfg.arch)  # fail fast on an unknown architecture (ValueError naming the valid ones)
     dp = data_parallel(cfg.devices)  # fail fast: more devices than there are (ValueError naming both)
+    with run_lock(workdir):
+        return _train(cfg, workdir, train_data, test_data, dp, t_start)
+
+
+def _train(
+    cfg: TrainConfig, workdir: Path, train_data: Any, test_data: Any, dp: Any, t_start: float
+) -> dict[str, Any]:
+    """:func:`train_and_evaluate` once it holds the run folder's lock."""
+    import jax
+
+    from . import checkpoints as ckpt
+
     has_run = _existing_run(cfg, workdir)
     s, state, n_params = _build(cfg, workdir, has_run, train_data, test_data, dp)
     steps_per_epoch, total_steps = s.steps_per_epoch, s.total_steps

@@ -11,7 +11,12 @@ decay, either ``"l2"`` (coupled: ``wd * w`` is added to the gradient before mome
 ``SGD(weight_decay=)``, the default) or ``"decoupled"`` (SGDW: ``w -= lr * (momentum_update + wd * w)``,
 the decay bypasses the momentum buffer). Learning-rate schedule: ``cosine`` (to zero), ``step``
 (multiply by ``lr_decay`` at ``milestones``, given as fractions of training) or ``constant``, each
-with an optional linear warmup from 0 over ``warmup_epochs``. Cross-entropy loss, optional label
+with an optional linear warmup from 0 over ``warmup_epochs``; or airbench's ``triangle`` and
+``linear`` (to zero). For the airbench networks (:mod:`models.airbench`) and the time-to-accuracy recipe,
+the parameters are split into groups (:func:`param_label`: BatchNorm biases at ``bias_lr_scale`` times
+the rate, the whitening bias for ``whiten_bias_epochs``, the whitening kernel frozen), ``optimizer="muon"``
+gives the convolution kernels :func:`muon_kernels`, and ``lookahead`` adds airbench's Lookahead
+(:func:`lookahead_update`, its slow copy in :attr:`TrainState.slow`). Cross-entropy loss, optional label
 smoothing, and optionally the path-geometry regulariser (``cfg.path_penalty > 0``): the loss becomes
 ``cross_entropy + lam * geopath.path_penalty(space, layers, kind=kind)``, where ``layers`` are the train-mode
 activations of the minibatch at every layer of the network's path (:func:`models.capture.path_layers`:
@@ -50,6 +55,7 @@ __all__ = [
     "lookahead_update",
     "lookahead_decay",
     "tta_logits",
+    "all_finite",
     "training_loss",
     "train_step",
     "eval_step",
@@ -340,6 +346,13 @@ def _path_penalty(outputs, spec: LossSpec) -> jax.Array:
     return gp.path_penalty(penalty_space(spec.path_penalty_space), layers, kind=spec.path_penalty_kind)
 
 
+def all_finite(tree: Any) -> jax.Array:
+    """bool ``[]``: whether every element of every array in ``tree`` is finite (no squares: a huge but
+    finite value is finite)."""
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "tx", "spec"), donate_argnames=("state", "metrics"))
 def train_step(
     state: TrainState,
@@ -358,7 +371,8 @@ def train_step(
         state: the current :class:`TrainState` (donated).
         metrics: float32 running sums (donated): ``[3]`` ``(loss * n, correct, n)``, where ``loss`` is the
             cross-entropy; with ``spec.path_penalty > 0``, ``[4]``: ``(..., penalty * n)``. Start from
-            :func:`zero_metrics`.
+            :func:`zero_metrics`. A step whose loss, gradient or new parameters are not all finite adds
+            NaN to the loss sum (how :func:`models.train.train_and_evaluate` detects divergence).
         images: uint8 ``[B, 32, 32, 3]``; labels: int32 ``[B]``.
         flips: bool ``[B]``, which images to flip, for ``spec.flip == "alternating"``
             (:func:`models.data.alternating_flips`); None for random flips.
@@ -383,11 +397,14 @@ def train_step(
     params = optax.apply_updates(state.params, updates)
     n = jnp.float32(labels.shape[0])
     correct = jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    # Divergence: a non-finite loss, gradient or new parameter makes this step's loss term NaN, so the
+    # running loss sum that the loop fetches anyway shows it (no extra host sync).
+    finite = jnp.isfinite(loss) & all_finite(grads[0]) & all_finite(params)
     if parts:
         ce, penalty = parts
-        metrics = metrics + jnp.stack([ce * n, correct, n, penalty * n])
+        metrics = metrics + jnp.stack([jnp.where(finite, ce * n, jnp.nan), correct, n, penalty * n])
     else:
-        metrics = metrics + jnp.stack([loss * n, correct, n])
+        metrics = metrics + jnp.stack([jnp.where(finite, loss * n, jnp.nan), correct, n])
     slow = state.slow
     if spec.lookahead_steps:
         (params, new_stats), slow = lookahead_update(

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +88,11 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
                 widths=z["widths"].tolist(),
                 meta=json.loads(str(z["meta"])),
             )
-    except (OSError, KeyError, ValueError):
-        return None  # unreadable / partial: recompute
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        # A damaged entry (a torn copy, a bad disk block): recompute it, never reuse it. Entries are written
+        # atomically (_atomic_savez), so a concurrent writer is never seen half-way.
+        warnings.warn(f"representation cache entry {path} is unreadable ({e!r}); recomputing it", stacklevel=2)
+        return None
 
 
 def capture_checkpoint(run_dir: Path, step: int, probe_images: np.ndarray, batch_size: int) -> dict[str, Any]:

@@ -277,7 +277,7 @@ def test_cli_has_a_flag_for_every_config_field():
     # defaults come from the dataclass, not from the parser
     assert cli.config_from_args(parser.parse_args(["--workdir", "x"])) == C.TrainConfig()
     with pytest.raises(SystemExit):
-        parser.parse_args(["--workdir", "x", "--schedule", "linear"])
+        parser.parse_args(["--workdir", "x", "--schedule", "exponential"])
 
 
 def test_cli_resume_reads_the_saved_run(tmp_path):
@@ -306,7 +306,7 @@ def test_presets_are_valid_configs():
 
 def test_bad_config_and_unknown_arch(tmp_path, data):
     with pytest.raises(ValueError):
-        T.TrainConfig(schedule="linear")
+        T.TrainConfig(schedule="exponential")
     with pytest.raises(ValueError):
         T.TrainConfig(batch_size=0)
     train, test = data
@@ -346,3 +346,72 @@ def test_tfds_mock_data_smoke(tmp_path):
     assert summary["final_step"] == 2 and summary["final_test_acc"] is not None
     model, meta = models.load_checkpoint(tmp_path / "run", "last")
     assert meta["n_train"] == 40
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("lr", float("nan")),
+        ("lr", 0.0),
+        ("weight_decay", float("inf")),
+        ("weight_decay", -1e-4),
+        ("momentum", 1.0),
+        ("label_smoothing", 1.0),
+        ("bias_lr_scale", 0.0),
+        ("muon_lr", float("-inf")),
+    ],
+)
+def test_out_of_range_numbers_are_refused_when_the_config_is_built(field, value):
+    with pytest.raises(ValueError, match=rf"^{field} must be a finite number in .*, got {value!r}$"):
+        T.TrainConfig(**{field: value})
+
+
+def test_cli_refuses_a_nan_learning_rate_with_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--workdir", "unused", "--preset", "tiny", "--lr", "nan"])
+    assert exc.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "lr must be a finite number" in last and "nan" in last
+
+
+def _all_finite(workdir, step):
+    model, _ = models.load_checkpoint(workdir, step)
+    return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(nnx.state(model)))
+
+
+def test_divergence_stops_the_run_and_a_lower_lr_resumes_it(tmp_path, data):
+    train, test = data
+    run = tmp_path / "run"
+    cfg = dict(warmup_epochs=0.0, log_every=1, ckpt_log_spaced=False)  # checkpoints at steps 0, 4, 8
+    with pytest.raises(T.TrainingDiverged) as exc:
+        T.train_and_evaluate(tiny_config(lr=1e30, **cfg), run, train_data=train, test_data=test)
+    e = exc.value
+    assert 1 <= e.first_step == e.step < 4 and e.epoch == 1  # log_every=1: the exact step
+    assert f"step {e.step}" in str(e) and "--resume" in str(e)
+    assert models.list_checkpoints(run) == [0] and e.checkpoint == 0 and _all_finite(run, 0)
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "diverged" and events[-1]["step"] == e.step
+    assert not any(ev["event"] == "end" for ev in events)
+    assert not (run / "summary.json").exists()
+    # the same learning rate diverges again; a lower one continues from the last finite checkpoint
+    with pytest.raises(T.TrainingDiverged):
+        T.train_and_evaluate(tiny_config(lr=1e30, resume=True, **cfg), run, train_data=train, test_data=test)
+    with pytest.warns(UserWarning, match="diverged run"):
+        s = T.train_and_evaluate(
+            tiny_config(lr=0.05, resume=True, **cfg), run, train_data=train, test_data=test
+        )
+    assert s["final_step"] == 8 and np.isfinite(s["final_test_loss"])
+    assert all(_all_finite(run, step) for step in models.list_checkpoints(run))
+    # only the learning rates may change after a divergence
+    with pytest.raises(ValueError, match="config differs"):
+        T.train_and_evaluate(
+            tiny_config(lr=0.05, resume=True, seed=9, **cfg), run, train_data=train, test_data=test
+        )
+
+
+def test_cli_exit_code_3_on_divergence(tmp_path, fake_cifar10_tree, capsys):
+    argv = ["--workdir", str(tmp_path / "run"), "--data-dir", str(fake_cifar10_tree), "--arch", ARCH]
+    argv += ["--epochs", "2", "--batch-size", "10", "--lr", "1e30", "--no-progress", "--log-every", "1"]
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "--resume" in err
