@@ -91,7 +91,9 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         # A damaged entry (a torn copy, a bad disk block): recompute it, never reuse it. Entries are written
         # atomically (_atomic_savez), so a concurrent writer is never seen half-way.
-        warnings.warn(f"representation cache entry {path} is unreadable ({e!r}); recomputing it", stacklevel=2)
+        warnings.warn(
+            f"representation cache entry {path} is unreadable ({e!r}); recomputing it", stacklevel=2
+        )
         return None
 
 
