@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .nets import _scaled
 from .nets import check_conv_impl
 from .nets import conv2d
 
@@ -186,7 +187,7 @@ class AirbenchNet(nnx.Module):
         self.conv_impl = check_conv_impl(conv_impl)
         self.num_classes = num_classes
         self.width = float(width)
-        widths = tuple(max(1, int(round(w * width))) for w in WIDTHS)
+        widths = tuple(_scaled(w, width) for w in WIDTHS)
         self.stage_widths = widths
         shape = (WHITEN_KERNEL, WHITEN_KERNEL, in_channels, 2 * WHITEN_KERNEL**2 * in_channels)
         self.whiten_kernel = nnx.Param(jnp.zeros(shape, jnp.float32))

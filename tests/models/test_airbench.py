@@ -60,21 +60,14 @@ def test_whitening_layer_whitens_real_patches(real_images):
     np.testing.assert_allclose(out[:, 12:], -out[:, :12], atol=1e-5)
 
 
-def test_whitening_is_set_from_the_training_data_by_the_trainer():
+def test_whitening_is_set_from_the_training_data_by_the_trainer(tmp_path):
     x, y = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), np.arange(40) % 10
     cfg = dict(arch="airbench_vgg_w0.25", epochs=1, batch_size=20, max_steps=0, progress=False)
     model = models.create_model("airbench_vgg_w0.25")
     assert float(jnp.abs(model.whiten_kernel[...]).max()) == 0.0  # unset until fitted
-    s, state, _ = T._build(T.TrainConfig(**cfg), _tmp(), False, (x, y.astype(np.int32)), (x, y), None)
+    s, state, _ = T._build(T.TrainConfig(**cfg), tmp_path, False, (x, y.astype(np.int32)), (x, y), None)
     want = A.whitening_kernel(D.normalize(x[T.whitening_sample(0, 40)]))
     np.testing.assert_allclose(state.params["whiten_kernel"][...], want, rtol=1e-6, atol=1e-6)
-
-
-def _tmp():
-    import tempfile
-    from pathlib import Path
-
-    return Path(tempfile.mkdtemp())
 
 
 @pytest.mark.parametrize("cin,cout", [(8, 16), (16, 16), (16, 8)])
