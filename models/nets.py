@@ -219,13 +219,17 @@ def conv2d(x: jax.Array, w: jax.Array, *, stride: int = 1, padding: int = 1, imp
         default backend is the CPU, else ``"xla"``.
 
     Returns:
-      ``[N, H_out, W_out, C_out]`` with ``H_out = (H + 2 * padding - k) // stride + 1`` (same for W).
+      ``[N, H_out, W_out, C_out]`` with ``H_out = (H + 2 * padding - k) // stride + 1`` (same
+      for W), in the promoted dtype of ``x`` and ``w``.
     """
     check_conv_impl(impl)
     if x.ndim != 4 or w.ndim != 4 or x.shape[-1] != w.shape[2]:
         raise ValueError(
             f"conv2d needs x [N, H, W, C_in] and w [k, k, C_in, C_out], got x {x.shape} and w {w.shape}"
         )
+    # Mixed dtypes promote like nnx.Conv (float64 images under jax_enable_x64 meet float32 kernels).
+    dtype = jnp.result_type(x, w)
+    x, w = x.astype(dtype), w.astype(dtype)
     k = w.shape[0]
     if k > 1 and (x.shape[1] < k or x.shape[2] < k):
         # Feature maps smaller than the kernel (VGG's 2x2 maps): XLA:CPU rewrites such

@@ -320,6 +320,21 @@ def test_conv2d_matches_lax_forward_and_gradients(impl, case):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(b).max())
 
 
+@pytest.mark.parametrize("impl", ["barrier", "xla"])
+def test_conv2d_promotes_mixed_dtypes_like_nnx_conv(impl):
+    # Under jax_enable_x64 the images are float64 and the kernels float32 (a whole-suite run
+    # enables x64 for the geopath tests): the result is float64 and so is dx; dw stays float32.
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.standard_normal((2, 6, 6, 3)))
+        w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
+        y = nets.conv2d(x, w, impl=impl)
+        assert y.dtype == jnp.float64
+        np.testing.assert_allclose(y, _lax_conv(x, jnp.asarray(w, jnp.float64), 1, 1), rtol=1e-12)
+        dx, dw = jax.grad(lambda a, b: jnp.sum(nets.conv2d(a, b, impl=impl) ** 2), (0, 1))(x, w)
+        assert dx.dtype == jnp.float64 and dw.dtype == jnp.float32
+
+
 def test_conv2d_errors_name_shapes_and_options():
     x = jnp.zeros((2, 8, 8, 3))
     with pytest.raises(ValueError, match=r"\(2, 8, 8, 3\).*\(3, 3, 4, 5\)"):
