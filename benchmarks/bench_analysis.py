@@ -104,6 +104,7 @@ def _old_analyze_impl(space, P, target):
     rest = P[1:]
     dist_to_input = jnp.concatenate([zero, jax.vmap(lambda p: space.distance(x0, p))(rest)])
     pr = jax.vmap(lambda c: gp.project(space, x0, target, c, method="grid"))(rest)
+    total = dist_to_input + dist_to_target
     return gp.PathAnalysis(
         length=length,
         direct=direct,
@@ -116,6 +117,7 @@ def _old_analyze_impl(space, P, target):
         proj_t=jnp.concatenate([zero, pr.t]),
         proj_residual=jnp.concatenate([zero, pr.distance]),
         proj_gap=jnp.concatenate([zero, pr.gap]),  # NaN: the grid search certifies nothing
+        position=jnp.where(total > 0, dist_to_input / jnp.where(total > 0, total, 1.0), 0.5),
     )
 
 

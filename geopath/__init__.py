@@ -54,9 +54,12 @@ from geopath._src.pairwise import pairwise_plan
 from geopath._src.pairwise import points
 from geopath._src.paths import PathAnalysis
 from geopath._src.paths import PathComparison
+from geopath._src.paths import ProjectionInterval
 from geopath._src.paths import analyze_checkpoints
 from geopath._src.paths import analyze_path
 from geopath._src.paths import compare_paths
+from geopath._src.paths import projection_interval
+from geopath._src.paths import projection_intervals
 from geopath._src.paths import target_point
 from geopath._src.pga import PrincipalGeodesics
 from geopath._src.pga import principal_geodesics
@@ -89,6 +92,7 @@ __all__ = (
     "PrincipalGeodesics",
     "Procrustes",
     "Projection",
+    "ProjectionInterval",
     "Space",
     "Stress",
     "alexandrov_curvature",
@@ -114,6 +118,8 @@ __all__ = (
     "polar_factor",
     "principal_geodesics",
     "project",
+    "projection_interval",
+    "projection_intervals",
     "psd_sqrt",
     "safe_arccos",
     "safe_norm",

@@ -54,6 +54,8 @@ def _reference_analysis(space, points, target, input_point=None) -> gp.PathAnaly
     projs = [gp.project(space, x0, target, P[i]) for i in range(first, L)]
     dist_in = [space.distance(x0, P[i]) for i in range(first, L)]
     zero = [jnp.zeros(())] * first
+    d_in = jnp.stack(zero + dist_in)
+    d_tgt = jnp.stack([space.distance(P[i], target) for i in range(L)])
     return gp.PathAnalysis(
         length=length,
         direct=direct,
@@ -61,11 +63,12 @@ def _reference_analysis(space, points, target, input_point=None) -> gp.PathAnaly
         chord=chord,
         steps=steps,
         turning=jnp.stack(turning) if turning else jnp.zeros(0),
-        dist_to_input=jnp.stack(zero + dist_in),
-        dist_to_target=jnp.stack([space.distance(P[i], target) for i in range(L)]),
+        dist_to_input=d_in,
+        dist_to_target=d_tgt,
         proj_t=jnp.stack(zero + [p.t for p in projs]),
         proj_residual=jnp.stack(zero + [p.distance for p in projs]),
         proj_gap=jnp.stack(zero + [p.gap for p in projs]),
+        position=jnp.where(d_in + d_tgt > 0, d_in / jnp.where(d_in + d_tgt > 0, d_in + d_tgt, 1.0), 0.5),
     )
 
 
