@@ -169,6 +169,17 @@ class AirbenchNet(nnx.Module):
 
     Input: normalised ``[N, 32, 32, 3]`` float32 images. Call :meth:`init_whitening` with training images
     before training (``models.train`` does); until then the whitening kernel is zero.
+
+    Args:
+      family: "airbench_vgg" or "airbench_resnet".
+      num_classes: logits per input.
+      width: multiplier of the group widths 64 / 256 / 256.
+      in_channels: channels of the input images.
+      conv_impl: how the convolutions are differentiated (:data:`models.nets.CONV_IMPLS`).
+      rngs: the parameter initialisation keys.
+
+    Raises:
+      ValueError: an unknown ``family`` or ``conv_impl``.
     """
 
     def __init__(

@@ -282,7 +282,18 @@ def _bn(channels: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
 
 
 class BasicBlock(nnx.Module):
-    """Two 3x3 conv-BN layers with a residual connection; ReLU after the sum."""
+    """Two 3x3 conv-BN layers with a residual connection; ReLU after the sum.
+
+    Args:
+      cin, cout: input and output channels.
+      stride: stride of the first conv (2 halves the spatial size).
+      shortcut: "A" (identity, zero-padded channels and strided) or "B" (1x1 projection) where the shape
+        changes.
+      conv_impl: how the convolutions are differentiated (:data:`CONV_IMPLS`).
+      rngs: the parameter initialisation keys.
+
+    Calling it maps ``[N, H, W, cin]`` to ``[N, H / stride, W / stride, cout]`` (float32).
+    """
 
     def __init__(
         self, cin: int, cout: int, *, stride: int, shortcut: str, conv_impl: str = "auto", rngs: nnx.Rngs
@@ -324,7 +335,24 @@ class BasicBlock(nnx.Module):
 
 
 class ResNet(nnx.Module):
-    """CIFAR ResNet with ``depth = 6n + 2`` (three stages of ``n`` BasicBlocks)."""
+    """CIFAR ResNet with ``depth = 6n + 2`` (three stages of ``n`` BasicBlocks).
+
+    Args:
+      depth: ``6n + 2`` with ``n >= 1`` (8, 14, 20, 32, 44, 56, 110, ...).
+      num_classes: logits per input.
+      width: multiplier of the stage widths ``base_width * (1, 2, 4)``.
+      base_width: channels of the first stage.
+      shortcut: "A" (zero-padding identity) or "B" (1x1 projection) where a stage changes shape.
+      in_channels: channels of the input images.
+      conv_impl: how the convolutions are differentiated (:data:`CONV_IMPLS`).
+      rngs: the parameter initialisation keys.
+
+    Raises:
+      ValueError: a depth that is not ``6n + 2``, an unknown ``shortcut`` or ``conv_impl``.
+
+    Calling the model maps normalised images ``[N, 32, 32, in_channels]`` (float32) to logits
+    ``[N, num_classes]``; ``forward`` returns every layer of :meth:`layer_names` in an ordered dict.
+    """
 
     def __init__(
         self,
@@ -387,7 +415,24 @@ class ResNet(nnx.Module):
 
 
 class VGG(nnx.Module):
-    """CIFAR VGG-{11,13,16,19} with BatchNorm and a single linear classifier."""
+    """CIFAR VGG-{11,13,16,19} with BatchNorm and a single linear classifier.
+
+    Args:
+      depth: 11, 13, 16 or 19 (the layouts of :data:`VGG_CONFIGS`).
+      num_classes: logits per input.
+      width: multiplier of the channel counts.
+      head: "avg" (global average pool, then the classifier) or "flatten" (flatten the last feature map).
+      in_channels: channels of the input images.
+      input_size: height and width of the input images.
+      conv_impl: how the convolutions are differentiated (:data:`CONV_IMPLS`).
+      rngs: the parameter initialisation keys.
+
+    Raises:
+      ValueError: an unknown ``depth``, ``head`` or ``conv_impl``.
+
+    Calling the model maps normalised images ``[N, input_size, input_size, in_channels]`` (float32) to
+    logits ``[N, num_classes]``; ``forward`` returns every layer of :meth:`layer_names` in an ordered dict.
+    """
 
     def __init__(
         self,
@@ -466,6 +511,7 @@ class VGG(nnx.Module):
 
 
 def available_architectures() -> str:
+    """A one-line description of the architecture names :func:`create_model` accepts (for messages)."""
     return (
         "resnet{6n+2} (resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110, ...), "
         "vgg11, vgg13, vgg16, vgg19, airbench_vgg, airbench_resnet; optional width suffix _w{mult} "
@@ -477,6 +523,10 @@ def parse_arch(name: str) -> tuple[str, int, float | None]:
     """``"resnet32_w2"`` -> ``("resnet", 32, 2.0)``; width is ``None`` without a suffix.
 
     The airbench networks have no depth in their name: ``"airbench_vgg"`` -> ``("airbench_vgg", 8, None)``.
+
+    Raises:
+      ValueError: an unknown name, a ResNet depth that is not ``6n + 2``, a VGG depth other than 11, 13, 16,
+        19, or a width multiplier that is not positive and finite. The message lists the valid names.
     """
     m = _ARCH_RE.match(str(name).strip().lower())
     if m is None:
@@ -516,6 +566,20 @@ def create_model(
     (``shortcut=`` for ResNets, ``head=`` for VGGs, ``base_width=``, ``conv_impl=``...).
     ``conv_impl`` (one of :data:`CONV_IMPLS`, default ``"auto"``) chooses how the
     convolutions are differentiated (see :func:`conv2d`); it changes speed, not numbers.
+
+    Args:
+      arch: an architecture name, e.g. ``"resnet20"``, ``"vgg11_w0.5"`` (:func:`available_architectures`).
+      num_classes: logits per input.
+      rngs: ``nnx.Rngs`` or an integer seed for the initialisation (None: seed 0).
+      width: width multiplier, instead of a ``_w{mult}`` suffix.
+      **kwargs: passed to the class (:class:`ResNet`, :class:`VGG`, :class:`AirbenchNet`).
+
+    Returns:
+      The network (an ``nnx.Module``, float32 parameters) in eval mode.
+
+    Raises:
+      ValueError: an unknown ``arch`` (see :func:`parse_arch`), a ``width`` that conflicts with the name's
+        suffix, or an invalid keyword value.
     """
     family, depth, name_width = parse_arch(arch)
     if width is not None and name_width is not None and float(width) != name_width:
@@ -538,7 +602,11 @@ def create_model(
 
 
 def layer_names(model: nnx.Module) -> list[str]:
-    """Names of the representations ``model.forward`` returns, in network order."""
+    """Names of the representations ``model.forward`` returns, in network order.
+
+    Raises:
+      TypeError: ``model`` does not define ``layer_names()`` (not a network of this package).
+    """
     fn = getattr(model, "layer_names", None)
     if fn is None:
         raise TypeError(f"{type(model).__name__} does not define layer_names()")

@@ -1,4 +1,5 @@
-"""Suite-wide collection rule: the node ids listed in ``tests/slow_tests.txt`` are marked ``slow``."""
+"""Suite-wide collection rules: the node ids listed in ``tests/slow_tests.txt`` are marked ``slow``; the
+subprocess workers are not collected."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from pathlib import Path
 import pytest
 
 _LIST = Path(__file__).with_name("slow_tests.txt")
+
+# The default run collects every module for doctests (--doctest-modules, for geopath/'s examples). The
+# subprocess workers are programs, not test modules: importing one would patch models.train_state's steps
+# (data_parallel_worker) or change JAX's configuration (sharding_worker) in the test process.
+collect_ignore_glob = ["*_worker.py"]
 
 
 def _listed() -> frozenset[str]:

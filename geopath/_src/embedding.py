@@ -129,7 +129,20 @@ def classical_mds(D, *, dim: int = 2) -> MDSResult:
       dim: embedding dimension (``1 <= dim <= L``).
 
     Returns:
-      :class:`MDSResult` with coordinates centred at the origin.
+      :class:`MDSResult` with coordinates ``[L, dim]`` centred at the origin, in ``D``'s floating dtype
+      (integer ``D``: the default float type).
+
+    Raises:
+      ValueError: ``D`` is not a square matrix of at least 2 items, ``dim`` is not an integer in
+        ``[1, L]``, or a concrete ``D`` holds NaN or Inf (a traced ``D`` is not checked: NaN gives NaN).
+
+    Example:
+      >>> import jax.numpy as jnp, geopath as gp
+      >>> pts = jnp.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+      >>> D = jnp.linalg.norm(pts[:, None] - pts[None], axis=-1)  # a flat triangle: exact in 2-D
+      >>> r = gp.classical_mds(D, dim=2)
+      >>> r.coords.shape, round(float(r.stress), 4)
+      ((3, 2), 0.0)
     """
     D = _check_D(D, dim)
     if dim > D.shape[0]:
@@ -206,7 +219,12 @@ def spherical_mds(D, *, dim: int = 3, n_steps: int = 500, learning_rate: float =
       learning_rate: Adam step size (rows are kept at unit length).
 
     Returns:
-      :class:`MDSResult` with unit-norm ``coords`` ``[L, dim]``.
+      :class:`MDSResult` with unit-norm ``coords`` ``[L, dim]``, in ``D``'s floating dtype.
+
+    Raises:
+      ValueError: ``D`` is not a square matrix of at least 2 items; ``dim`` is not an integer in
+        ``[2, L]``; ``n_steps < 0``; a concrete ``D`` holds NaN or Inf or entries outside ``[0, pi]``
+        (a traced ``D`` is not checked).
     """
     D = _check_D(D, dim, min_dim=2)
     if dim > D.shape[0]:

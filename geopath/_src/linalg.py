@@ -45,6 +45,22 @@ def safe_norm(x: ArrayLike, *, axis=None, keepdims: bool = False) -> Array:
 
     NaN in ``x`` gives NaN (never 0). The entries are divided by their largest magnitude before squaring, so
     any finite ``x`` (1e-30 or 1e30 in float32) gives its norm without overflow or underflow.
+
+    Args:
+      x: an array of any shape, real.
+      axis: the axes to reduce (None: all, the Frobenius norm).
+      keepdims: keep the reduced axes with size 1.
+
+    Returns:
+      The norm, ``x``'s shape without ``axis`` (``[]`` for ``axis=None``), in ``x``'s floating dtype; Inf if
+      ``x`` holds Inf and no NaN.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, geopath as gp
+      >>> round(float(gp.safe_norm(jnp.array([3e30, 4e30])) / 1e30), 4)  # no overflow in float32
+      5.0
+      >>> jax.grad(gp.safe_norm)(jnp.zeros(3)).tolist()  # 0, not NaN
+      [0.0, 0.0, 0.0]
     """
     x = jnp.asarray(x)
     big = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
@@ -82,6 +98,10 @@ def safe_arccos(x: ArrayLike) -> Array:
     The derivative ``-1 / sqrt(1 - x**2)`` is evaluated with the radicand floored at machine epsilon, so at
     the end points it is large but finite. Wherever ``x`` is a smooth function with a maximum at 1 (a cosine
     similarity at identical inputs) the incoming tangent vanishes there and the product stays small.
+
+    Returns:
+      ``arccos`` in ``[0, pi]``, shaped like ``x``, in ``x``'s floating dtype. ``|x| > 1`` is clipped (2 gives
+      0, not NaN); NaN gives NaN.
     """
     x = jnp.asarray(x)
     return jnp.arccos(jnp.clip(x, -1.0, 1.0))
@@ -128,7 +148,10 @@ def matrix_function(f: Callable[..., Array], a: ArrayLike, *params) -> Array:
       *params: arrays broadcastable against the eigenvalues ``[..., m]``; differentiable.
 
     Returns:
-      ``[..., m, m]`` symmetric matrices.
+      ``[..., m, m]`` symmetric matrices in ``a``'s dtype.
+
+    NaN is not checked for: the eigen- or singular value decomposition of a matrix with NaN entries gave
+    NaN on the CPU in the cases tested, but LAPACK does not promise it; validate inputs where it matters.
     """
     a = jnp.asarray(a)
     lam, w = jnp.linalg.eigh(a)
@@ -156,6 +179,17 @@ def trace_function(f: Callable[..., Array], a: ArrayLike, *params) -> Array:
 
     The derivative ``tr(W diag(f'(L)) W^T dA)`` needs no eigenvector derivatives, so it is finite for
     repeated eigenvalues.
+
+    Args:
+      f: elementwise function ``f(eigenvalues, *params)`` (static), as in :func:`matrix_function`.
+      a: ``[..., m, m]`` symmetric matrices (only the lower triangle is read).
+      *params: arrays broadcastable against the eigenvalues ``[..., m]``.
+
+    Returns:
+      ``[...]`` in ``a``'s dtype.
+
+    NaN is not checked for: the eigen- or singular value decomposition of a matrix with NaN entries gave
+    NaN on the CPU in the cases tested, but LAPACK does not promise it; validate inputs where it matters.
     """
     lam = jnp.linalg.eigvalsh(jnp.asarray(a))
     return jnp.sum(f(lam, *params), axis=-1)
@@ -233,6 +267,13 @@ def psd_sqrt(k: ArrayLike) -> Array:
     ``P dP + dP P = dK`` with ``1 / (s_i + s_j)``, pseudo-inverted where ``s_i + s_j = 0`` (the null-space
     block, where ``dK`` vanishes for the Gram matrices this is used on), so it is finite for rank-deficient
     ``k`` such as the Gram matrix of centred data.
+
+    Returns:
+      ``[..., n, n]`` symmetric positive semi-definite, in ``k``'s dtype. Negative eigenvalues (round-off
+      of a PSD matrix) become 0.
+
+    NaN is not checked for: the eigen- or singular value decomposition of a matrix with NaN entries gave
+    NaN on the CPU in the cases tested, but LAPACK does not promise it; validate inputs where it matters.
     """
     lam, w = jnp.linalg.eigh(jnp.asarray(k))
     s = _psd_sqrt_eigs(lam)
@@ -316,7 +357,13 @@ def solve_sylvester(a: ArrayLike, b: ArrayLike, c: ArrayLike) -> Array:
       c: ``[..., m, q]``.
 
     Returns:
-      ``[..., m, q]``.
+      ``[..., m, q]`` in the promoted dtype of ``a``, ``b`` and ``c``.
+
+    Raises:
+      ValueError: the shapes do not fit ``a X + X b = c``.
+
+    NaN: NaN in ``b`` or ``c`` gives NaN; NaN in ``a`` gave 0 on the CPU (LAPACK's ``eigh`` of a matrix with
+    NaN entries is not specified): validate ``a`` where it matters.
     """
     a, b, c = jnp.asarray(a), jnp.asarray(b), jnp.asarray(c)
     if a.shape[-1] != c.shape[-2] or b.shape[-1] != c.shape[-1]:
@@ -360,6 +407,12 @@ def nuclear_norm(m: ArrayLike) -> Array:
     The derivative ``sum_k u_k^T dM v_k`` runs over the numerically non-zero singular values only, which is
     the exact derivative wherever ``m`` has full rank and a valid subgradient elsewhere; it never involves
     ``1 / (s_i^2 - s_j^2)``.
+
+    Returns:
+      ``[...]`` in ``m``'s dtype, ``>= 0``.
+
+    NaN is not checked for: the eigen- or singular value decomposition of a matrix with NaN entries gave
+    NaN on the CPU in the cases tested, but LAPACK does not promise it; validate inputs where it matters.
     """
     return jnp.sum(jnp.linalg.svd(jnp.asarray(m), compute_uv=False), axis=-1)
 
@@ -413,6 +466,13 @@ def polar_factor(m: ArrayLike) -> Array:
     The derivative ``U Omega V^T`` with ``Omega_ij = (X_ij - X_ji) / (s_i + s_j)``, ``X = U^T dM V``, is finite
     for repeated singular values; where ``s_i + s_j = 0`` (rank deficiency by two or more) that component is
     set to 0.
+
+    Returns:
+      ``[..., k, k]`` orthogonal, in ``m``'s dtype. Not unique where ``m`` is singular (any valid factor is
+      returned).
+
+    NaN is not checked for: the eigen- or singular value decomposition of a matrix with NaN entries gave
+    NaN on the CPU in the cases tested, but LAPACK does not promise it; validate inputs where it matters.
     """
     u, _, vh = jnp.linalg.svd(jnp.asarray(m), full_matrices=False)
     return u @ vh
@@ -465,7 +525,11 @@ def orthogonal_procrustes(x: ArrayLike, y: ArrayLike) -> Procrustes:
       y: ``[n, q]``.
 
     Returns:
-      :class:`Procrustes` with ``rotation [k, k]``, ``aligned [n, k]``, ``residual []``, ``nuclear_norm []``.
+      :class:`Procrustes` with ``rotation [k, k]``, ``aligned [n, k]``, ``residual []``, ``nuclear_norm []``,
+      in the promoted floating dtype of ``x`` and ``y``. NaN in ``x`` or ``y`` gives a NaN residual.
+
+    Raises:
+      ValueError: ``x`` or ``y`` is not 2-D, or they have different numbers of rows.
 
     Example:
       >>> import jax.numpy as jnp, geopath as gp
@@ -497,6 +561,25 @@ def bures_similarity(kx: ArrayLike, ky: ArrayLike) -> Array:
 
     For Gram matrices ``kx = X X^T``, ``ky = Y Y^T`` this equals ``||X^T Y||_*``, so the angular shape
     distance with ``alpha = 1`` is ``arccos(bures(Kx, Ky) / sqrt(tr Kx tr Ky))``.
+
+    Args:
+      kx, ky: ``[..., n, n]`` symmetric positive semi-definite matrices of one shape.
+
+    Returns:
+      ``[...]`` in the promoted dtype, ``>= 0``.
+
+    Raises:
+      ValueError: ``kx`` and ``ky`` are not square matrices of one shape.
+
+    NaN: NaN in ``ky`` gives NaN; NaN in ``kx`` gave 0 on the CPU (LAPACK's ``eigh`` of a matrix with NaN
+    entries is not specified): validate ``kx`` where it matters.
+
+    Example:
+      >>> import jax.numpy as jnp, geopath as gp
+      >>> x = jnp.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+      >>> y = x @ jnp.array([[0.0, 1.0], [1.0, 0.0]])  # x with its columns swapped
+      >>> round(float(gp.bures_similarity(x @ x.T, y @ y.T)), 3), round(float(gp.nuclear_norm(x.T @ y)), 3)
+      (7.0, 7.0)
     """
     kx, ky = jnp.asarray(kx), jnp.asarray(ky)
     if kx.shape != ky.shape or kx.shape[-1] != kx.shape[-2]:

@@ -19,7 +19,31 @@ from geopath._src.spaces import Space
 
 
 def distance(space: Space, x: ArrayLike, y: ArrayLike) -> Array:
-    """Distance between two raw representations ``x [n, ...]`` and ``y [n, ...]``; scalar."""
+    """Distance between two raw representations ``x [n, ...]`` and ``y [n, ...]``.
+
+    ``space.distance(space.point(x), space.point(y))``: the widths (trailing axes) may differ, the inputs
+    ``n`` may not.
+
+    Args:
+      space: the space.
+      x, y: raw representations of the same ``n`` inputs (``n >= 3``), e.g. two layers' activations.
+
+    Returns:
+      ``[]`` the distance, in the dtype of the points (float32, or float64 for float64 input; see
+      :meth:`Space.point`). Radians for the angular spaces.
+
+    Raises:
+      ValueError: ``x`` and ``y`` describe different numbers of inputs, or either is not a valid
+        representation (too few inputs or axes, NaN or Inf, constant: see :meth:`Space.point`).
+      TypeError: complex input.
+
+    Example:
+      >>> import jax, geopath as gp
+      >>> x = jax.random.normal(jax.random.key(0), (100, 32))
+      >>> y = 3.0 * x @ jax.random.orthogonal(jax.random.key(1), 32) + 1.0  # rotated, scaled, shifted
+      >>> round(float(gp.distance(gp.AngularShape(), x, y)), 4)
+      0.0
+    """
     return space.distance(space.point(x), space.point(y))
 
 
@@ -28,6 +52,17 @@ def stack_points(space: Space, points: Sequence[Array] | Array) -> Array:
 
     Zero-padding is exact for the shape metrics, so the stacked points can be ``vmap``-ed over.
     An array that is already stacked is returned unchanged.
+
+    Args:
+      space: the space of the points.
+      points: ``L`` points (``space.point`` of each representation), or an array ``[L, ...]``.
+
+    Returns:
+      ``[L, ...]``: ``[L, n, k]`` with ``k`` the widest width for the shape spaces; the points' common
+      shape otherwise. The dtype is the points' (promoted if they differ).
+
+    Raises:
+      ValueError: no points, points of different inputs ``n``, or (fixed-width spaces) of different shapes.
     """
     if isinstance(points, (jax.Array, jnp.ndarray)) or hasattr(points, "shape"):
         return jnp.asarray(points)
@@ -52,18 +87,55 @@ def angle(space: Space, a: Array, b: Array, c: Array) -> Array:
     pi when ``b`` lies on the geodesic between ``a`` and ``c``. If ``b`` coincides with ``a`` or ``c`` (a log
     shorter than ``sqrt(eps)`` times the other log or the scale of ``b``) the angle is undefined and
     ``pi / 2`` is returned, with zero gradient.
+
+    Args:
+      space: the space.
+      a, b, c: points (``space.point`` of representations of the same inputs); shape-space points may
+        have different widths.
+
+    Returns:
+      ``[]`` the angle in radians, in ``[0, pi]``, in the points' dtype.
+
+    NaN: a point that contains NaN also gives ``pi / 2`` (the value of an undefined angle), not NaN. Check
+    the distances (which are NaN then) where points may be invalid.
+
+    Example:
+      >>> import jax.numpy as jnp, geopath as gp
+      >>> space = gp.AngularCKA()
+      >>> x = jnp.arange(40.0).reshape(10, 4) ** 0.5
+      >>> a, c = space.point(x), space.point(jnp.cos(x))
+      >>> b = space.geodesic(a, c, 0.3)  # on the geodesic from a to c
+      >>> round(float(gp.angle(space, a, b, c)), 3)  # a straight angle
+      3.142
     """
     a, b, c = space.common(a, b, c)
     return space.angle_at(b, space.log(b, a), space.log(b, c))
 
 
 def midpoint(space: Space, a: Array, b: Array) -> Array:
-    """The geodesic midpoint of ``a`` and ``b``."""
+    """The geodesic midpoint of ``a`` and ``b``: ``space.geodesic(a, b, 0.5)``.
+
+    Returns:
+      A point shaped like ``a`` (shape spaces: padded to the common width of ``a`` and ``b``), in the points'
+      dtype; NaN if ``a`` or ``b`` contains NaN.
+    """
     return space.geodesic(a, b, 0.5)
 
 
 def subdivide(space: Space, a: Array, b: Array, k: int) -> Array:
-    """``k + 1`` equally spaced points on the geodesic from ``a`` to ``b`` (both included); ``[k + 1, ...]``."""
+    """``k + 1`` equally spaced points on the geodesic from ``a`` to ``b`` (both included).
+
+    Args:
+      space: the space.
+      a, b: the end points.
+      k: the number of segments, ``>= 1`` (static).
+
+    Returns:
+      ``[k + 1, ...]``: ``space.geodesic(a, b, i / k)`` for ``i = 0 .. k``, shaped like the common point.
+
+    Raises:
+      ValueError: ``k < 1``.
+    """
     k = int(k)
     if k < 1:
         raise ValueError(f"subdivide needs k >= 1 segments; got {k}")
@@ -73,7 +145,19 @@ def subdivide(space: Space, a: Array, b: Array, k: int) -> Array:
 
 
 def step_lengths(space: Space, points: Sequence[Array] | Array) -> Array:
-    """Distances between consecutive points ``[L - 1]`` (one ``vmap``, no Python loop)."""
+    """Distances between consecutive points (one ``vmap``, no Python loop).
+
+    Args:
+      space: the space.
+      points: ``L`` points, as a list or stacked ``[L, ...]`` (see :func:`stack_points`).
+
+    Returns:
+      ``[L - 1]`` the distances ``d(p_i, p_{i+1})`` in the points' dtype (empty for one point); NaN for
+      each step with a NaN point.
+
+    Raises:
+      ValueError: as :func:`stack_points`.
+    """
     p = stack_points(space, points)
     if p.shape[0] < 2:
         return jnp.zeros((0,), p.dtype)
@@ -81,7 +165,27 @@ def step_lengths(space: Space, points: Sequence[Array] | Array) -> Array:
 
 
 def path_length(space: Space, points: Sequence[Array] | Array) -> Array:
-    """Length of the piecewise-geodesic path through ``points`` (list, or stacked ``[L, ...]``); scalar."""
+    """Length of the piecewise-geodesic path through ``points``: the sum of :func:`step_lengths`.
+
+    Args:
+      space: the space.
+      points: ``L`` points, as a list or stacked ``[L, ...]``.
+
+    Returns:
+      ``[]`` the length in the points' dtype (0 for one point); NaN if a point contains NaN.
+
+    Raises:
+      ValueError: as :func:`stack_points`.
+
+    Example:
+      >>> import jax.numpy as jnp, geopath as gp
+      >>> space = gp.AngularCKA()
+      >>> x = jnp.arange(40.0).reshape(10, 4) ** 0.5
+      >>> a, c = space.point(x), space.point(jnp.cos(x))
+      >>> on_geodesic = [a, space.geodesic(a, c, 0.5), c]
+      >>> round(float(gp.path_length(space, on_geodesic) - space.distance(a, c)), 4)
+      0.0
+    """
     return jnp.sum(step_lengths(space, points))
 
 
@@ -117,9 +221,14 @@ def frechet_mean(
       num_iters: fixed number of iterations (differentiable, no recompilation).
       step_size: step length; 1 is the classical Karcher iteration.
 
+    Returns:
+      :class:`FrechetMean` ``(mean, residual, variance)``: the mean shaped like the stacked points' entries,
+      the two scalars in the points' dtype. A point that contains NaN gives a NaN mean.
+
     Raises:
-      ValueError: if concrete ``weights`` are negative, non-finite or all zero. Traced weights (under
-        ``jit``) that violate this give a NaN mean, residual and variance, never a number.
+      ValueError: if concrete ``weights`` are negative, non-finite or all zero, or do not have shape
+        ``[m]``. Traced weights (under ``jit``) that violate this give a NaN mean, residual and variance,
+        never a number.
     """
     p = stack_points(space, points)
     m = p.shape[0]
@@ -163,7 +272,20 @@ class AlexandrovCurvature(NamedTuple):
 
 
 def alexandrov_curvature(space: Space, a: Array, b: Array, c: Array) -> AlexandrovCurvature:
-    """Alexandrov (triangle comparison) curvature of the triangle ``a, b, c`` measured at ``b``."""
+    """Alexandrov (triangle comparison) curvature of the triangle ``a, b, c`` measured at ``b``.
+
+    Compares the median from ``b`` (to the geodesic midpoint of ``a`` and ``c``) with the median of the flat
+    triangle that has the same side lengths.
+
+    Args:
+      space: the space.
+      a, b, c: points of the same inputs.
+
+    Returns:
+      :class:`AlexandrovCurvature` ``(median, euclidean_median, excess)``, each ``[]`` in the points' dtype.
+      ``excess`` is 0 where the flat median is 0 (a degenerate triangle). NaN in a point gives NaN medians
+      but an ``excess`` of 0: check the medians.
+    """
     a, b, c = space.common(a, b, c)
     dab, dbc, dac = space.distance(a, b), space.distance(b, c), space.distance(a, c)
     med = space.distance(b, midpoint(space, a, c))

@@ -146,6 +146,19 @@ def points(space: Space, xs: Sequence[ArrayLike], *, mesh: Mesh | None = None) -
     ``mesh``, layer ``i`` is computed on this process's ``i % D``-th device of the mesh (the point programs of
     different layers then run concurrently), except that several CPU devices of this process compute every
     layer on the first of them (see ``sharding.map_serial``).
+
+    Args:
+      space: the space.
+      xs: raw representations ``[n, ...]``; they may have different shapes.
+      mesh: a ``jax.sharding.Mesh`` whose devices share the layers (None: the default device).
+
+    Returns:
+      A list of points, one per representation, each in the dtype :meth:`Space.point` gives.
+
+    Raises:
+      ValueError: a representation is not valid (too few inputs or axes, NaN or Inf, constant); the message
+        names the layer.
+      TypeError: complex input.
     """
     local = None if mesh is None else sharding.check_mesh(mesh).local_devices
     serial = mesh is not None and sharding.runs_serially(mesh)
@@ -307,6 +320,9 @@ def pairwise_plan(
       A :class:`PairwisePlan`: buckets (layer indices, padded shapes, stacked sizes) and blocks (pairs,
       chunk size, chunks per device). Executed work is ``sum(devices * chunk * (real chunks))``; compiled
       programs are one per distinct ``(shapes, sizes, chunk, chunks)`` of a block.
+
+    Raises:
+      ValueError: no points, points of different inputs ``n``, ``bucket_ratio < 1`` or ``chunk_size < 1``.
     """
     allp = list(pts) + ([] if ys is None else list(ys))
     sd = [_shape_dtype(p) for p in allp]
@@ -397,7 +413,22 @@ def pairwise_distances(
       mesh: a ``jax.sharding.Mesh`` to spread the pairs over (None: the default device alone).
 
     Returns:
-      ``[L, L]`` distances.
+      ``[L, L]`` distances in the points' dtype (float32, or float64 for float64 input), symmetric, with a
+      zero diagonal. With ``are_points``, a point that contains NaN gives NaN in its row and column (its
+      diagonal entry stays 0).
+
+    Raises:
+      ValueError: no representations; representations of different inputs ``n``; an invalid representation
+        (see :func:`points`); ``bucket_ratio < 1`` or ``chunk_size < 1``.
+      TypeError: complex input.
+
+    Example:
+      >>> import jax, geopath as gp
+      >>> x = jax.random.normal(jax.random.key(0), (50, 8))
+      >>> layers = [x, jax.nn.relu(x @ jax.random.normal(jax.random.key(1), (8, 16))), 2.0 * x]
+      >>> D = gp.pairwise_distances(gp.AngularShape(), layers)
+      >>> D.shape, round(float(D[0, 2]), 4), bool((D == D.T).all())
+      ((3, 3), 0.0, True)
     """
     pts = list(xs) if are_points else points(space, xs, mesh=mesh)
     return _run(space, pts, split=None, chunk_size=chunk_size, bucket_ratio=bucket_ratio, mesh=mesh)
@@ -417,6 +448,28 @@ def cross_distances(
 
     E.g. all layers of one model against all layers of another, on the same inputs. Batched (and spread over
     ``mesh``) like :func:`pairwise_distances`: buckets of similar width, one program per pair of buckets.
+    The entries equal the corresponding block of ``pairwise_distances(space, xs + ys)``.
+
+    Args:
+      space: the metric space.
+      xs: ``L1`` raw representations ``[n, ...]``, or points if ``are_points``.
+      ys: ``L2`` raw representations of the same ``n`` inputs, or points if ``are_points``.
+      are_points, chunk_size, bucket_ratio, mesh: as in :func:`pairwise_distances`.
+
+    Returns:
+      ``[L1, L2]`` distances ``d(xs[i], ys[j])`` in the points' dtype; with ``are_points``, NaN in the row
+      or column of a point that contains NaN.
+
+    Raises:
+      ValueError: an empty ``xs`` or ``ys``, and as :func:`pairwise_distances`.
+      TypeError: complex input.
+
+    Example:
+      >>> import jax, geopath as gp
+      >>> x = jax.random.normal(jax.random.key(0), (50, 8))
+      >>> C = gp.cross_distances(gp.AngularCKA(), [x, x ** 2], [3.0 * x, jax.nn.relu(x), x ** 3])
+      >>> C.shape, round(float(C[0, 0]), 4)
+      ((2, 3), 0.0)
     """
     xs, ys = list(xs), list(ys)
     if not xs or not ys:

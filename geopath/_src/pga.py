@@ -60,8 +60,11 @@ def principal_geodesics(
       num_iters: iterations of the Frechet mean.
 
     Returns:
-      A :class:`PrincipalGeodesics`. Signs are fixed so that each component's largest-magnitude score is
-      positive.
+      A :class:`PrincipalGeodesics`, in the points' dtype. Signs are fixed so that each component's
+      largest-magnitude score is positive. A point that contains NaN gives NaN fields.
+
+    Raises:
+      ValueError: ``n_components`` is not in ``[1, m]``, and as :func:`geopath.stack_points`.
     """
     p = ops.stack_points(space, points)
     m = p.shape[0]

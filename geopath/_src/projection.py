@@ -168,7 +168,17 @@ def project(
       num_grid: grid size of ``method="grid"`` (static, >= 2).
 
     Returns:
-      :class:`Projection` ``(t, point, distance, gap, converged)``.
+      :class:`Projection` ``(t, point, distance, gap, converged)``: ``point`` shaped like the common point of
+      ``a`` and ``b``, the others ``[]``, in the points' dtype (``converged`` bool).
+
+    Raises:
+      ValueError: ``method`` is not "auto" or "grid", ``num_grid < 2``, or ``num_rounds`` or ``num_iters``
+        is negative; points of different inputs.
+
+    NaN: a point that contains NaN gives a NaN ``distance``, but ``t`` may be a number (0 when ``a`` or
+    ``b`` holds the NaN) and ``converged`` True: check ``distance``. In :class:`AngularCKA`, :class:`Stress`
+    and :class:`AffineInvariant`, NaN in ``b`` alone is not seen: the result is ``t = 0`` and the finite
+    ``d(a, c)``, as for a geodesic that is a point. Validate the points where that matters.
     """
     _check_options(method, num_grid, num_rounds, num_iters)
     a, b, c = space.common(a, b, c)

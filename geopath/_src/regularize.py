@@ -37,7 +37,13 @@ def path_penalty(space: Space, layers: Sequence[ArrayLike], *, kind: str = "leng
       kind: one of ``"length"``, ``"excess"``, ``"turning"``.
 
     Returns:
-      ``[]`` the penalty.
+      ``[]`` the penalty, in the points' dtype (float32, or float64 for float64 activations).
+
+    Raises:
+      ValueError: an unknown ``kind``; fewer than 2 layers (3 for ``"turning"``); an invalid activation
+        (too few inputs, NaN or Inf, constant: see :meth:`Space.point`). Under ``jit``, NaN or Inf in an
+        activation is a run-time error (or, with ``GEOPATH_RUNTIME_CHECKS=0``, a NaN penalty).
+      TypeError: complex activations.
 
     Example:
       >>> import jax, geopath as gp
@@ -45,6 +51,8 @@ def path_penalty(space: Space, layers: Sequence[ArrayLike], *, kind: str = "leng
       >>> w = jax.random.normal(jax.random.key(1), (8, 8))
       >>> loss = lambda w: gp.path_penalty(gp.AngularCKA(), [x, jax.nn.relu(x @ w), x @ w @ w])
       >>> g = jax.grad(loss)(w)
+      >>> g.shape
+      (8, 8)
     """
     if kind not in PENALTIES:
         raise ValueError(f"kind must be one of {PENALTIES}; got {kind!r}")

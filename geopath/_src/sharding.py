@@ -40,6 +40,21 @@ def device_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
     Pass it as ``mesh=`` to :func:`geopath.pairwise_distances`, :func:`geopath.cross_distances` or
     :func:`geopath.analyze_checkpoints`.
+
+    Args:
+      devices: the devices, in mesh order (None: ``jax.devices()``).
+
+    Returns:
+      A ``jax.sharding.Mesh`` of shape ``{"devices": len(devices)}``.
+
+    Raises:
+      ValueError: an empty ``devices``.
+
+    Example:
+      >>> import jax, geopath as gp
+      >>> mesh = gp.device_mesh()
+      >>> mesh.axis_names, mesh.size == len(jax.devices())
+      (('devices',), True)
     """
     devs = list(jax.devices() if devices is None else devices)
     if not devs:

@@ -150,6 +150,10 @@ class Space(abc.ABC):
     exact (the point is the same element of the quotient space). :meth:`pad_to` pads one point;
     :meth:`common` pads several to their widest; :func:`geopath.stack_points` and the all-pairs functions
     use only these two hooks.
+
+    Numerics (every space; details on the "Numerical guarantees" page, ``docs/numerics.md``): raw input is
+    validated by :meth:`point` (``ValueError`` / ``TypeError``, also under ``jit``); a point that contains
+    NaN gives NaN distances, logs and geodesics, never 0; float32 and float64 points stay in their dtype.
     """
 
     #: Whether points of one space may differ in width (axis 1), compared after zero-padding (:meth:`pad_to`).
@@ -157,11 +161,36 @@ class Space(abc.ABC):
 
     @abc.abstractmethod
     def point(self, x: ArrayLike) -> Array:
-        """The point of the raw representation ``x [n, ...]`` (``n`` inputs, any feature axes)."""
+        """The point of the raw representation ``x [n, ...]`` (``n`` inputs, any feature axes).
+
+        Args:
+          x: ``[n, ...]`` real array; the trailing axes are flattened to ``p`` features.
+
+        Returns:
+          The point, an array whose shape each space gives (``[n, k]`` for the shape spaces, ``[n, n]`` for
+          the kernel and distance-matrix spaces, ``[p, p]`` for covariances). Its dtype is ``x``'s for
+          float32 and float64; float16 and bfloat16 are computed in float32; integer and boolean input
+          becomes the default float type.
+
+        Raises:
+          ValueError: ``x`` has fewer than 2 axes, fewer than 3 inputs (4 for unbiased CKA) or no features;
+            contains NaN or Inf; or is constant across inputs. Shapes are checked at trace time; values
+            eagerly, and under ``jit`` by a run-time check (``GEOPATH_RUNTIME_CHECKS=0`` drops it: then bad
+            values give NaN points).
+          TypeError: ``x`` is complex.
+        """
 
     @abc.abstractmethod
     def distance(self, a: Array, b: Array) -> Array:
-        """Geodesic distance between points ``a`` and ``b``; scalar."""
+        """Geodesic distance between points ``a`` and ``b``.
+
+        Returns:
+          ``[]`` in the points' dtype (radians in the angular spaces); NaN if ``a`` or ``b`` contains NaN.
+
+        Raises:
+          ValueError: ``a`` and ``b`` are not points of this space of the same inputs (shapes are checked at
+            trace time).
+        """
 
     @abc.abstractmethod
     def log(self, a: Array, b: Array) -> Array:

@@ -75,7 +75,10 @@ class AngularCKA(sphere.UnitSphereSpace):
             raise ValueError(f"unbiased must be one of {_UNBIASED}; got {self.unbiased!r}")
 
     def point(self, x: ArrayLike) -> Array:
-        """Centred, unit-Frobenius-norm kernel matrix ``[n, n]`` of ``x [n, ...]``."""
+        """Centred, unit-Frobenius-norm kernel matrix ``[n, n]`` of ``x [n, ...]``.
+
+        Dtypes, validation and what raises: as :meth:`Space.point`. Unbiased CKA (``unbiased=True``) needs ``n >= 4``.
+        """
         u_stat = self.unbiased is True or self.unbiased == "u_statistic"
         x = val.as_matrix(x, name="x", min_inputs=4 if u_stat else 3)
         k = kernels.gram(

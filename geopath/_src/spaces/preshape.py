@@ -42,5 +42,8 @@ class PreShape(sphere.UnitSphereSpace):
         )
 
     def point(self, x: ArrayLike) -> Array:
-        """Centred, partially whitened, unit-Frobenius-norm ``[n, p]`` matrix of ``x [n, ...]``."""
+        """Centred, partially whitened, unit-Frobenius-norm ``[n, p]`` matrix of ``x [n, ...]``.
+
+        Dtypes, validation and what raises: as :meth:`Space.point`.
+        """
         return self._shape().point(x)

@@ -120,6 +120,8 @@ class _ShapeSpace(Space):
         symmetric factor ``f(sqrt(X X^T))``, computed from a QR of ``X^T`` so float32 keeps the small singular
         values, used when ``p > n``; it equals the feature-route point times a
         semi-orthogonal matrix, so all distances agree) or ``n_components`` (PCA).
+
+        Dtypes, validation and what raises: as :meth:`Space.point`.
         """
         c = centered(x, "x")
         xc = c.values
@@ -391,6 +393,11 @@ class EuclideanShape(_ShapeSpace):
     ``phi`` centres and partially whitens (see :class:`AngularShape`) but keeps the scale: with ``alpha = 1``
     the point is the centred data itself, so the distance is the orthogonal Procrustes residual of the centred
     representations (not scale invariant). Geodesics are straight lines between ``a`` and the aligned ``b``.
+    Distances are in the units of the data.
+
+    Args:
+      alpha, method, n_components, whiten_eps, whitening: as :class:`AngularShape`; ``whitening="netrep"``
+        also rescales the point as netrep's ``preserve_variance=True`` does.
     """
 
     _angular: ClassVar[bool] = False

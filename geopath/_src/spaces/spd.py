@@ -95,6 +95,9 @@ class AffineInvariant(Space):
     All operations work with the Cholesky factor ``L`` of the base point (``A = L L^T``) and the singular
     values of ``L_A^{-1} L_B`` (square roots of the generalised eigenvalues), never with ``A^{-1/2} B A^{-1/2}``
     formed explicitly, so float32 keeps the small eigenvalues and the distance is exactly symmetric.
+
+    NaN: a matrix that is not numerically positive definite (its Cholesky factorisation fails) gives NaN
+    distances, e.g. a geodesic extrapolated far beyond its ends in float32.
     """
 
     eps: float = 1e-3
@@ -120,8 +123,12 @@ class AffineInvariant(Space):
     def point(self, x: ArrayLike) -> Array:
         """Regularised, trace-normalised centred Gram (``[n, n]``) or covariance (``[p, p]``) matrix.
 
+        Dtypes and validation: as :meth:`Space.point`.
+
         Raises:
-          ValueError: if ``eps`` is below ``m * finfo(dtype).eps`` for the ``[m, m]`` point (scale "trace").
+          ValueError: if ``eps`` is below ``m * finfo(dtype).eps`` for the ``[m, m]`` point (scale "trace"),
+            and as :meth:`Space.point`.
+          TypeError: complex input.
         """
         c = centered(x, "x")
         scale_free = self.scale == "trace"

@@ -54,6 +54,8 @@ class Stress(Space):
 
         With the linear kernel, the Euclidean distances of the centred rows; otherwise the distances that the
         kernel induces, ``sqrt(k_ii + k_jj - 2 k_ij)``.
+
+        Dtypes, validation and what raises: as :meth:`Space.point`.
         """
         c = centered(x, "x")
         n = c.values.shape[0]
