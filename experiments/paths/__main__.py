@@ -2,8 +2,9 @@
 
 Usage::
 
-    python -m experiments.paths --preset cpu --out results/paths   # 4 small nets, minutes each on 2 cores
-    python -m experiments.paths --preset paper                     # paper scale (GPU)
+    python -m experiments.paths --out results/paths          # ResNet + VGG, quick recipe (the main job)
+    python -m experiments.paths --preset cpu-report          # both families x 3 seeds (the committed report)
+    python -m experiments.paths --preset paper               # paper scale (GPU)
     python -m experiments.paths --archs resnet8,vgg11_w0.25 --metrics angular_shape,angular_cka,stress
 
 The training flags are those of ``python -m models.train`` (generated from
@@ -47,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=sorted(PRESETS),
         default="cpu",
-        help="cpu: 4 small networks, 4 epochs on 5k images (minutes per network on 2 cores); "
-        "paper: full CIFAR-10, 164 epochs, ResNet-20/32/56, VGG-11/16 (GPU); tiny: smoke test. "
-        "Explicit flags override the preset.",
+        help="cpu: one ResNet- and one VGG-family airbench network of the quick recipe (5 epochs of "
+        "CIFAR-10), seed 0; cpu-report: the same with seeds 0, 1, 2 (the committed report); cpu-small: the "
+        "earlier 4 small networks (4 epochs on 5k images); paper: full CIFAR-10, 164 epochs, ResNet-20/32/56, "
+        "VGG-11/16 (GPU); tiny: smoke test. Explicit flags override the preset.",
     )
     p.add_argument(
         "--archs", default=None, help="comma-separated architectures, e.g. resnet8,resnet14,vgg11_w0.25"
@@ -60,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated metrics; available: {', '.join(METRICS)} (angular_shape_aALPHA and "
         "euclidean_shape_aALPHA for any alpha in [0, 1])",
     )
-    p.add_argument("--workdir", default="runs/paths", help="training runs (<workdir>/<arch>) and the cache")
+    p.add_argument(
+        "--seeds", default=None, help="comma-separated training seeds of every architecture, e.g. 0,1,2"
+    )
+    p.add_argument(
+        "--workdir", default="runs/paths", help="training runs (<workdir>/<arch>-s<seed>) and the cache"
+    )
     p.add_argument(
         "--out", default="results/paths", help="results folder (figures/, results.json, report.md)"
     )
@@ -73,7 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("probe set and analysis")
     g.add_argument("--probe-split", default=None, help="split the probe set is drawn from (default test)")
-    g.add_argument("--probe-per-class", type=int, default=None, help="probe images per class")
+    g.add_argument(
+        "--probe-per-class", type=int, default=None, help="probe images per class (final-checkpoint geometry)"
+    )
+    g.add_argument(
+        "--trajectory-per-class",
+        type=int,
+        default=None,
+        help="probe images per class for the geometry over training (the first of the final probe set)",
+    )
+    g.add_argument(
+        "--interval-tol",
+        type=float,
+        default=None,
+        help="tolerance (metric units) of the interval of projection fractions t reported beside each t",
+    )
+    g.add_argument(
+        "--train-in-process",
+        action="store_true",
+        help="train in this process (default: each network in its own process, with the CPU training flags)",
+    )
     g.add_argument("--probe-seed", type=int, default=None)
     g.add_argument("--capture-batch-size", type=int, default=None)
     g.add_argument(
@@ -120,6 +146,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> ExperimentConfig:
         for k in (
             "probe_split",
             "probe_per_class",
+            "trajectory_per_class",
+            "interval_tol",
             "probe_seed",
             "capture_batch_size",
             "max_checkpoints",
@@ -130,6 +158,13 @@ def config_from_args(argv: Sequence[str] | None = None) -> ExperimentConfig:
     }
     if args.archs:
         options["archs"] = tuple(a.strip() for a in args.archs.split(",") if a.strip())
+    if args.seeds:
+        try:
+            options["seeds"] = tuple(int(x) for x in args.seeds.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if args.train_in_process:
+        options["train_in_subprocess"] = False
     if args.metrics:
         options["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     cfg = experiment_config(
@@ -159,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # a network's training failed (its own output says why)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

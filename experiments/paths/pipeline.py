@@ -35,6 +35,7 @@ from . import cache
 from .config import NUM_CLASSES
 from .config import ExperimentConfig
 from .config import parse_metric
+from .findings import summarize
 from .report import make_figures
 from .report import write_report
 
@@ -47,14 +48,25 @@ __all__ = ["ensure_run", "select_steps", "spherical_embedding", "analyze_metric"
 
 
 def ensure_run(
-    arch: str, opts: ExperimentConfig, *, train_data=None, test_data=None, log=print
+    name: str,
+    arch: str,
+    seed: int,
+    opts: ExperimentConfig,
+    *,
+    train_data=None,
+    test_data=None,
+    log=print,
 ) -> dict[str, Any]:
-    """Trains ``arch`` in ``<workdir>/<arch>``, resumes an interrupted run, or reuses a finished one."""
-    from models import list_checkpoints
-    from models import train as train_lib
+    """Trains network ``name`` (``arch`` with ``seed``) in ``<workdir>/<name>``, resumes an interrupted run,
+    or reuses a finished one.
 
-    run_dir = Path(opts.workdir) / arch
-    cfg = opts.train_config(arch)
+    With ``opts.train_in_subprocess`` (and no in-memory data) the training runs in its own process
+    (``python -m experiments.paths.train_one``) with the CPU training flags; its progress is printed.
+    """
+    from models import list_checkpoints
+
+    run_dir = Path(opts.workdir) / name
+    cfg = opts.train_config(arch, seed)
     has_ckpts = (run_dir / "checkpoints").is_dir() and bool(list_checkpoints(run_dir))
     if has_ckpts and (run_dir / "config.json").exists():
         saved = read_json(run_dir / "config.json", what="run config", fix="delete the run folder to retrain")
@@ -74,17 +86,42 @@ def ensure_run(
             if summary_path.exists():
                 summary = read_json(summary_path, what="run summary", fix="delete it to resume the run")
                 if not summary.get("interrupted") and summary.get("final_step") == summary.get("total_steps"):
-                    log(f"[{arch}] reusing finished run in {run_dir}")
+                    log(f"[{name}] reusing finished run in {run_dir}")
                     return dict(summary, reused=True)
             cfg = dataclasses.replace(cfg, resume=True)
+    elif (run_dir / "config.json").exists():
+        cfg = dataclasses.replace(cfg, overwrite=True)  # a run that never wrote a checkpoint: start afresh
     if opts.reuse_only:
         if has_ckpts:
-            log(f"[{arch}] --no-train: using the {len(list_checkpoints(run_dir))} checkpoints in {run_dir}")
+            log(f"[{name}] --no-train: using the {len(list_checkpoints(run_dir))} checkpoints in {run_dir}")
             return dict(workdir=str(run_dir), arch=arch, reused=True, final_test_acc=None)
         raise FileNotFoundError(f"--no-train but {run_dir} holds no checkpoints")
-    log(f"[{arch}] {'resuming' if cfg.resume else 'training'} in {run_dir}")
+    log(f"[{name}] {'resuming' if cfg.resume else 'training'} in {run_dir}")
+    if opts.train_in_subprocess and train_data is None and test_data is None:
+        return dict(_train_in_subprocess(cfg, run_dir), reused=False)
+    from models import train as train_lib
+
     summary = train_lib.train_and_evaluate(cfg, run_dir, train_data=train_data, test_data=test_data)
     return dict(summary, reused=False)
+
+
+def _train_in_subprocess(cfg, run_dir: Path) -> dict[str, Any]:
+    """Runs ``python -m experiments.paths.train_one`` for ``cfg`` (output shown); returns the run summary."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "experiments.paths.train_one", str(run_dir), json.dumps(cfg.to_dict())]
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc != 0:
+        raise RuntimeError(
+            f"training in {run_dir} failed (exit {rc} of python -m experiments.paths.train_one; its output is "
+            "above, its log in metrics.jsonl); rerun the same command to resume it"
+        )
+    return read_json(run_dir / "summary.json", what="run summary")
 
 
 def select_steps(steps: Sequence[int], max_n: int | None) -> list[int]:
@@ -147,6 +184,28 @@ def spherical_embedding(D: np.ndarray, *, units: str, dim: int = 3) -> dict[str,
     return dict(coords=_tolist(sph.coords), stress=float(sph.stress), dim=dim)
 
 
+def _projection_intervals(space, pts: Sequence[Any], target: Any, proj_t, *, tol: float) -> dict[str, Any]:
+    """For every layer ``p_i`` of a path: the interval ``[lo, hi]`` of projection fractions t along the
+    geodesic input -> target whose residual ``d(p_i, gamma(t))`` lies within ``tol`` of its minimum
+    (:func:`geopath.projection_intervals`, from the analysis' projections ``proj_t``), searched in
+    ``[-1, 2]``; ``t`` is the projection unless it lies outside that range (``projected`` False), and
+    ``clipped_lo`` / ``clipped_hi`` say where an end hit the range."""
+    import jax
+
+    import geopath as gp
+
+    res = jax.device_get(gp.projection_intervals(space, pts, target, proj_t=proj_t, tol=tol))
+    return dict(
+        tol=tol,
+        t=_tolist(res.t),
+        lo=_tolist(res.lo),
+        hi=_tolist(res.hi),
+        projected=[bool(v) for v in np.asarray(res.projected)],
+        clipped_lo=[bool(v) for v in np.asarray(res.clipped_lo)],
+        clipped_hi=[bool(v) for v in np.asarray(res.clipped_hi)],
+    )
+
+
 def analyze_metric(
     metric: str,
     runs: Mapping[str, Mapping[str, Any]],
@@ -156,11 +215,17 @@ def analyze_metric(
     progress: bool,
     embedding: str = "classical",
     mesh: Any = None,
+    final_labels: np.ndarray | None = None,
+    interval_tol: float = 1e-3,
 ) -> dict[str, Any]:
     """Path analysis of every network at every checkpoint, joint distances and comparisons, for one metric.
 
-    ``runs[arch]`` holds ``steps``, ``names``, ``keep`` (indices of the analysed layers) and ``reps``
-    (``{step: [compact [n, k] array per layer]}``); ``labels [n]`` are the probe labels (the target).
+    ``runs[name]`` holds ``steps``, ``names``, ``keep`` (indices of the analysed layers), ``reps``
+    (``{step: [compact [n, k] array per layer]}``) and optionally ``final_reps`` (the last checkpoint's
+    layers on a larger probe set ``[n_final, k]``, whose labels are ``final_labels``); ``labels [n]`` are
+    the probe labels of ``reps`` (the target). The geometry over training (``training``) uses ``reps``;
+    the final geometry (``final``: the path, the projection intervals at tolerance ``interval_tol``, the
+    joint matrix and the comparisons) uses ``final_reps`` (or the last step of ``reps``).
     ``embedding`` (``"classical"``, ``"spherical"`` or ``"both"``): with a spherical one, the joint
     distances are also embedded by :func:`spherical_embedding` (``joint["spherical_mds"]``).
     ``mesh`` (a ``jax.sharding.Mesh``, e.g. ``gp.device_mesh()``): the checkpoints of each network and the
@@ -182,16 +247,30 @@ def analyze_metric(
     with jax.enable_x64(precision == "float64"):
         t0 = time.time()
         target = gp.target_point(space, jnp.asarray(labels, jnp.int32), num_classes=NUM_CLASSES)
+        target_final = (
+            target
+            if final_labels is None
+            else gp.target_point(space, jnp.asarray(final_labels, jnp.int32), num_classes=NUM_CLASSES)
+        )
         bar = tqdm(total=len(runs), desc=f"paths [{metric}]", unit="net", disable=not progress, leave=False)
         for arch, run in runs.items():
             reps = [[np.asarray(run["reps"][step][i], dtype) for i in run["keep"]] for step in run["steps"]]
             stacked = jax.device_get(gp.analyze_checkpoints(space, reps, target, mesh=mesh))
-            final = type(stacked)(*[f[-1] for f in stacked])
-            final_points[arch] = gp.points(space, reps[-1])
+            if "final_reps" in run:
+                last = [np.asarray(run["final_reps"][i], dtype) for i in run["keep"]]
+                fin = jax.device_get(gp.analyze_checkpoints(space, [last], target_final))
+                final = type(fin)(*[f[0] for f in fin])
+            else:
+                last = reps[-1]
+                final = type(stacked)(*[f[-1] for f in stacked])
+            final_points[arch] = gp.points(space, last)
             out["per_arch"][arch] = dict(
                 layers=[run["names"][i] for i in run["keep"]],
                 steps=list(run["steps"]),
                 final=_analysis_dict(final),
+                interval=_projection_intervals(
+                    space, final_points[arch], target_final, np.asarray(final.proj_t), tol=interval_tol
+                ),
                 training=_analysis_dict(stacked),
                 _stacked=stacked,
                 _final=final,
@@ -208,7 +287,7 @@ def analyze_metric(
             pts_joint += list(pts)
             bounds.append(len(pts_joint))
         labels_joint.append("target")
-        pts_joint.append(target)
+        pts_joint.append(target_final)
         D = np.asarray(gp.pairwise_distances(space, pts_joint, are_points=True, mesh=mesh), np.float64)
         mds = gp.classical_mds(D, dim=2)
         ev = np.asarray(mds.eigenvalues, np.float64)
@@ -247,52 +326,85 @@ def analyze_metric(
 
 
 def _load_probe(opts: ExperimentConfig, probe_data=None):
+    """The final-checkpoint probe set, the trajectory probe set (its first ``trajectory_per_class`` images
+    of each class: :func:`models.data.probe_set` draws both from one permutation per class) and the
+    source."""
     from models.data import load_cifar10
     from models.data import probe_set
 
     if probe_data is None:
         t = opts.training
         probe_data = load_cifar10(opts.probe_split, data_dir=t.data_dir, source=t.data_source)
-    return probe_set(probe_data, per_class=opts.probe_per_class, seed=opts.probe_seed), getattr(
-        probe_data, "source", "in-memory"
-    )
+    final = probe_set(probe_data, per_class=opts.probe_per_class, seed=opts.probe_seed)
+    k = opts.trajectory_probe_per_class()
+    traj = final if k == opts.probe_per_class else probe_set(probe_data, per_class=k, seed=opts.probe_seed)
+    return final, traj, getattr(probe_data, "source", "in-memory")
 
 
-def _capture_all(opts: ExperimentConfig, probe, cache_dir: Path, stats: dict[str, int]) -> dict[str, dict]:
-    """Representations of every analysed checkpoint of every network (from the cache when possible)."""
+def _capture_all(
+    opts: ExperimentConfig, probe, traj_probe, cache_dir: Path, stats: dict[str, int]
+) -> dict[str, dict]:
+    """Representations of every analysed checkpoint of every network on ``traj_probe``, and of its final
+    checkpoint on ``probe`` (from the cache when possible)."""
     from tqdm.auto import tqdm
 
     from models import list_checkpoints
 
-    labels = np.asarray(probe.labels)
+    from .config import family
+
+    same = probe.hash == traj_probe.hash
+    traj_labels = np.asarray(traj_probe.labels)
     plan = {}
-    for arch in opts.archs:
-        run_dir = Path(opts.workdir) / arch
+    for name, _, _ in opts.networks():
+        run_dir = Path(opts.workdir) / name
         steps = list_checkpoints(run_dir, scheduled_only=True) or list_checkpoints(run_dir)
-        plan[arch] = select_steps(steps, opts.max_checkpoints)
+        plan[name] = select_steps(steps, opts.max_checkpoints)
     bar = tqdm(
-        total=sum(len(s) for s in plan.values()),
+        total=sum(len(s) + (not same) for s in plan.values()),
         desc="representations",
         unit="ckpt",
         disable=not opts.progress,
     )
     runs: dict[str, dict[str, Any]] = {}
-    for arch in opts.archs:
-        run_dir = Path(opts.workdir) / arch
+    for name, arch, seed in opts.networks():
+        run_dir = Path(opts.workdir) / name
         reps, names, meta, acc = {}, None, {}, []
-        for step in plan[arch]:
-            bar.set_postfix_str(f"{arch} step {step}")
-            r = cache.load_or_capture(cache_dir, run_dir, arch, step, probe, opts.capture_batch_size, stats)
+        for step in plan[name]:
+            bar.set_postfix_str(f"{name} step {step}")
+            r = cache.load_or_capture(
+                cache_dir, run_dir, name, step, traj_probe, opts.capture_batch_size, stats
+            )
             if names is None:
                 names = r["names"]
             elif r["names"] != names:
-                raise RuntimeError(f"{arch}: layer names differ between checkpoints")
+                raise RuntimeError(f"{name}: layer names differ between checkpoints")
             reps[step] = r["reps"]
             meta[step] = r["meta"]
-            acc.append(float(np.mean(np.argmax(r["logits"], axis=1) == labels)))
+            acc.append(float(np.mean(np.argmax(r["logits"], axis=1) == traj_labels)))
             bar.update(1)
-        keep = _dedupe_layers(names, reps[plan[arch][-1]])
-        runs[arch] = dict(steps=plan[arch], names=names, reps=reps, keep=keep, meta=meta, probe_accuracy=acc)
+        last = plan[name][-1]
+        if same:
+            final_reps, final_acc = reps[last], acc[-1]
+        else:
+            bar.set_postfix_str(f"{name} step {last}, final probe")
+            r = cache.load_or_capture(cache_dir, run_dir, name, last, probe, opts.capture_batch_size, stats)
+            final_reps = r["reps"]
+            final_acc = float(np.mean(np.argmax(r["logits"], axis=1) == np.asarray(probe.labels)))
+            bar.update(1)
+        keep = _dedupe_layers(names, final_reps)
+        runs[name] = dict(
+            arch=arch,
+            seed=seed,
+            family=family(arch),
+            steps=plan[name],
+            names=names,
+            reps=reps,
+            final_reps=final_reps,
+            keep=keep,
+            meta=meta,
+            probe_accuracy=acc,
+            final_probe_accuracy=final_acc,
+        )
     bar.close()
     return runs
 
@@ -322,20 +434,22 @@ def run_pipeline(
     ensure_writable_dir(opts.workdir, what="--workdir")
     ensure_writable_dir(cache_dir, what="representation cache folder")
 
-    probe, probe_source = _load_probe(opts, probe_data)
-    labels = np.asarray(probe.labels)
-    log(f"probe set: {len(labels)} images from {probe_source} (hash {probe.hash})")
+    probe, traj_probe, probe_source = _load_probe(opts, probe_data)
+    log(
+        f"probe sets: {len(probe.labels)} images (final geometry, hash {probe.hash}) and "
+        f"{len(traj_probe.labels)} (over training, hash {traj_probe.hash}) from {probe_source}"
+    )
 
     t0 = time.time()
     summaries = {
-        arch: ensure_run(arch, opts, train_data=train_data, test_data=test_data, log=log)
-        for arch in opts.archs
+        name: ensure_run(name, arch, seed, opts, train_data=train_data, test_data=test_data, log=log)
+        for name, arch, seed in opts.networks()
     }
     timing["training_s"] = time.time() - t0
 
     t0 = time.time()
     stats = {"captures": 0, "cache_hits": 0}
-    runs = _capture_all(opts, probe, cache_dir, stats)
+    runs = _capture_all(opts, probe, traj_probe, cache_dir, stats)
     timing["representations_s"] = time.time() - t0
     log(f"representations: {stats['captures']} captured, {stats['cache_hits']} from cache ({cache_dir})")
 
@@ -351,15 +465,18 @@ def run_pipeline(
         metrics_res[metric] = analyze_metric(
             metric,
             runs,
-            labels,
+            np.asarray(traj_probe.labels),
+            final_labels=np.asarray(probe.labels),
             precision=opts.precision,
             progress=opts.progress,
             embedding=opts.embedding,
             mesh=mesh,
+            interval_tol=opts.interval_tol,
         )
         timing[f"analysis_{metric}_s"] = time.time() - t0
 
-    res = _results(opts, runs, summaries, metrics_res, probe, probe_source, train_data)
+    res = _results(opts, runs, summaries, metrics_res, probe, traj_probe, probe_source, train_data)
+    res["findings"] = summarize(res)
     res["cache"] = dict(dir=str(cache_dir), **stats)
 
     t0 = time.time()
@@ -385,10 +502,20 @@ def _portable_source(source: str) -> str:
     return source
 
 
-def _results(opts, runs, summaries, metrics_res, probe, probe_source, train_data) -> dict[str, Any]:
-    """The results dict (everything but cache, timing and figures)."""
+def _probe_entry(probe, source: str) -> dict[str, Any]:
+    return dict(
+        n=int(len(probe.labels)),
+        hash=probe.hash,
+        source=f"`{_portable_source(source)}`",
+        indices=[int(i) for i in probe.indices],
+    )
+
+
+def _results(
+    opts, runs, summaries, metrics_res, probe, traj_probe, probe_source, train_data
+) -> dict[str, Any]:
+    """The results dict (everything but findings, cache, timing and figures)."""
     t = opts.training
-    labels = np.asarray(probe.labels)
     return dict(
         created=_dt.datetime.now().isoformat(timespec="seconds"),
         paper="Lange et al., Neural Networks as Paths through the Space of Representations, arXiv:2206.10999",
@@ -405,25 +532,27 @@ def _results(opts, runs, summaries, metrics_res, probe, probe_source, train_data
                 None,
             ),
         ),
-        probe=dict(
-            n=int(len(labels)),
-            hash=probe.hash,
-            source=f"`{_portable_source(probe_source)}`",
-            indices=[int(i) for i in probe.indices],
-        ),
+        probe=_probe_entry(probe, probe_source),
+        trajectory_probe=_probe_entry(traj_probe, probe_source),
         archs={
-            arch: dict(
-                layers=[runs[arch]["names"][i] for i in runs[arch]["keep"]],
-                all_layers=runs[arch]["names"],
-                dropped_layers=[n for i, n in enumerate(runs[arch]["names"]) if i not in runs[arch]["keep"]],
-                steps=runs[arch]["steps"],
-                probe_accuracy=runs[arch]["probe_accuracy"],
-                checkpoint_meta=[runs[arch]["meta"][s] for s in runs[arch]["steps"]],
-                final_test_acc=summaries[arch].get("final_test_acc"),
-                run=dict((k, v) for k, v in summaries[arch].items() if k != "checkpoints"),
+            name: dict(
+                arch=r["arch"],
+                family=r["family"],
+                seed=r["seed"],
+                layers=[r["names"][i] for i in r["keep"]],
+                all_layers=r["names"],
+                dropped_layers=[n for i, n in enumerate(r["names"]) if i not in r["keep"]],
+                steps=r["steps"],
+                probe_accuracy=r["probe_accuracy"],
+                final_probe_accuracy=r["final_probe_accuracy"],
+                checkpoint_meta=[r["meta"][s] for s in r["steps"]],
+                final_test_acc=summaries[name].get("final_test_acc"),
+                final_test_acc_tta=summaries[name].get("final_test_acc_tta"),
+                run=dict((k, v) for k, v in summaries[name].items() if k not in ("checkpoints", "workdir")),
             )
-            for arch in opts.archs
+            for name, r in runs.items()
         },
+        final_test_acc={name: summaries[name].get("final_test_acc") for name in runs},
         metrics=metrics_res,
     )
 

@@ -67,6 +67,52 @@ def _sphere_figure(plotting, coords: np.ndarray, per, joint, title: str):
     return fig
 
 
+_FAMILY_COLOURS = {"resnet": "tab:blue", "vgg": "tab:orange"}
+
+
+def _question_figures(res, metric: str, m, fig_dir: Path, plotting) -> list[str]:
+    """Distance to the target and turning angle against relative depth, and the position of every layer,
+    one line per network coloured by family (the figures of questions 1 and 2)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 4.0), layout="constrained")
+    axes = fig.subplots(1, 3)
+    seen = set()
+    for name, pa in m["per_arch"].items():
+        fam = res["archs"][name].get("family", name)
+        colour = _FAMILY_COLOURS.get(fam)
+        label = fam if fam not in seen else None
+        seen.add(fam)
+        fin = pa["final"]
+        L = len(pa["layers"])
+        depth = np.linspace(0, 1, L)
+        d = np.asarray([np.nan if v is None else v for v in fin["dist_to_target"]], float)
+        axes[0].plot(depth, d, marker="o", ms=3, color=colour, alpha=0.8, label=label)
+        tu = np.asarray([np.nan if v is None else v for v in fin["turning"]], float)
+        axes[1].plot(depth[1:-1], tu, marker="o", ms=3, color=colour, alpha=0.8, label=label)
+        pos = np.asarray([np.nan if v is None else v for v in fin["position"]], float)
+        axes[2].plot(depth, pos, marker="o", ms=3, color=colour, alpha=0.8, label=label)
+        iv = pa.get("interval")
+        if iv is not None:
+            lo = np.asarray([np.nan if v is None else v for v in iv["lo"]], float)
+            hi = np.asarray([np.nan if v is None else v for v in iv["hi"]], float)
+            axes[2].fill_between(depth, lo, hi, color=colour, alpha=0.08, lw=0)
+    u = m["units"]
+    axes[0].set_ylabel(f"distance to target ({u})")
+    axes[0].set_title("1. Closer to the target, layer by layer?")
+    axes[1].set_ylabel("turning angle (rad)")
+    axes[1].set_title("2. Where do the paths turn?")
+    axes[2].set_ylabel("position d(x,p) / (d(x,p) + d(p,y))")
+    axes[2].set_title("Position (lines) and t intervals (bands)")
+    axes[2].set_ylim(-0.6, 1.6)
+    for ax in axes:
+        ax.set_xlabel("relative depth (0 = input, 1 = logits)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Final networks, {m['description']}")
+    return list(plotting.save_figure(fig, fig_dir / f"questions_{metric}"))
+
+
 def make_figures(res: Mapping[str, Any], fig_dir: Path) -> dict[str, list[str]]:
     """Writes every figure (PNG + PDF) under ``fig_dir``; returns ``{metric or "accuracy": [files]}``.
 
@@ -130,6 +176,7 @@ def make_figures(res: Mapping[str, Any], fig_dir: Path) -> dict[str, list[str]]:
             title=f"Path geometry over training ({m['description']})",
         )
         fl += plotting.save_figure(fig, fig_dir / f"training_{metric}")
+        fl += _question_figures(res, metric, m, fig_dir, plotting)
         files[metric] = fl
     # accuracy over training (probe set = held-out images)
     from matplotlib.figure import Figure
@@ -162,6 +209,134 @@ def _fmt(x, nd=3) -> str:
     return str(x)
 
 
+def _ms(st: Mapping[str, Any], nd: int = 3, scale: float = 1.0) -> str:
+    """``mean +- sd [min, max]`` of a :func:`findings.stats` dict (just the value for one seed)."""
+    if not st or not st["n"]:
+        return "n/a"
+    if st["n"] == 1:
+        return f"{st['mean'] * scale:.{nd}f}"
+    return (
+        f"{st['mean'] * scale:.{nd}f} +- {st['sd'] * scale:.{nd}f} "
+        f"[{st['min'] * scale:.{nd}f}, {st['max'] * scale:.{nd}f}]"
+    )
+
+
+def _verdict(c: Mapping[str, Any] | None) -> str:
+    if c is None or c.get("difference") is None:
+        return "n/a"
+    if not c["assessable"]:
+        return f"{c['difference']:+.3f} (one seed: not assessed)"
+    return f"{c['difference']:+.3f} ({'**finding**' if c['finding'] else 'within seed spread'})"
+
+
+def _recipe(t: Mapping[str, Any]) -> str:
+    opt = t.get("optimizer", "sgd")
+    lr = f"lr {t['lr']}" + (f", Muon lr {t['muon_lr']}" if opt == "muon" else "")
+    return f"{opt} ({lr}, {t['schedule']} schedule), batch {t['batch_size']}, {t['epochs']} epochs"
+
+
+_QUESTION_ROWS = (
+    ("straightness", "straightness d(x, y) / length", 3),
+    ("length", "path length", 3),
+    ("mean_turning", "mean turning angle (rad)", 3),
+    ("last_dist_to_target", "d(logits, target)", 3),
+    ("last_position", "position of the logits", 3),
+    ("last_t", "projection t of the logits", 3),
+    ("last_t_width", "width of its t interval", 3),
+    ("straightness_init", "straightness at initialisation (n_traj)", 3),
+    ("straightness_traj_final", "straightness at the end (n_traj)", 3),
+    ("last_dist_to_target_init", "d(logits, target) at initialisation (n_traj)", 3),
+    ("last_dist_to_target_traj_final", "d(logits, target) at the end (n_traj)", 3),
+)
+
+
+def _question_lines(res: Mapping[str, Any], metric: str, m: Mapping[str, Any]) -> list[str]:
+    f = res["findings"]["metrics"][metric]
+    fams = res["findings"]["families"]
+    u = m["units"]
+    lines = []
+    # 1. closer to the target
+    lines += [
+        "**1. Does each layer move the representation closer to the target?**",
+        "",
+        "| network | d(layer, target) from input to logits | steps closer | layers that move away |",
+        "|---|---|---|---|",
+    ]
+    for name, pn in f["per_network"].items():
+        d = ", ".join(f"{v:.3f}" for v in pn["dist_to_target"])
+        away = ", ".join(f"`{x}`" for x in pn["away_layers"]) or "none"
+        lines.append(f"| `{name}` | {d} | {pn['closer_steps']} / {pn['steps']} | {away} |")
+    lines.append("")
+    lines.append(
+        "Monotone paths (every layer closer than the one before): "
+        + "; ".join(f"{fam} {f['families'][fam]['monotone']} of {len(names)}" for fam, names in fams.items())
+        + "."
+    )
+    lines.append("")
+    # 2 + 3: family table with the comparison
+    vs = f.get("resnet_vs_vgg")
+    header = "| quantity (" + u + ") | " + " | ".join(fams) + (" | ResNet - VGG |" if vs else " |")
+    lines += [
+        "**2. How straight are the paths, and where do they turn? 3. How do they form over training?** "
+        "Family mean +- sd [min, max] over seeds; final checkpoint on the n = "
+        f"{res['probe']['n']} probe set unless marked n_traj (the n = {res['trajectory_probe']['n']} set).",
+        "",
+        header,
+        "|---|" + "---|" * len(fams) + ("---|" if vs else ""),
+    ]
+    for q, label, nd in _QUESTION_ROWS:
+        row = f"| {label} | " + " | ".join(_ms(f["families"][fam][q], nd) for fam in fams)
+        lines.append(row + (f" | {_verdict(vs.get(q))} |" if vs else " |"))
+    lines.append("")
+    turns = "; ".join(
+        f"`{n}` at `{pn['max_turning_layer']}` ({_fmt(pn['max_turning'], 2)} rad)"
+        for n, pn in f["per_network"].items()
+    )
+    lines += [f"Largest turn of each path: {turns}.", ""]
+    al = f["aligned"]
+    if al:
+        lines += [
+            "Distance between final paths at matched relative depth (mean over depth, "
+            f"{u}), by pair of families:",
+            "",
+            "| pairs | mean +- sd [min, max] |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {_ms(v)} |" for k, v in al.items()]
+        wa = f["aligned_within_vs_across"]
+        if wa["within"]["n"] and wa["across"]["n"]:
+            lines += [
+                "",
+                f"Across families minus within a family (seed to seed): {_verdict(wa)}.",
+            ]
+        lines.append("")
+    return lines
+
+
+def _support_lines(res: Mapping[str, Any]) -> list[str]:
+    """What the data support and what they do not, from the findings (generated)."""
+    sup, nots = [], []
+    for metric, f in res["findings"]["metrics"].items():
+        for q, c in (f.get("resnet_vs_vgg") or {}).items():
+            label = dict((k, lbl) for k, lbl, _ in _QUESTION_ROWS).get(q, q)
+            if c["difference"] is None:
+                continue
+            item = f"{label} ({metric}): ResNet - VGG = {c['difference']:+.3f}"
+            (sup if c["finding"] else nots).append(item)
+        wa = f["aligned_within_vs_across"]
+        if wa["within"]["n"] and wa["across"]["n"]:
+            item = (
+                f"paths of different families further apart than seeds of one family ({metric}): "
+                f"{wa['across']['mean']:.3f} vs {wa['within']['mean']:.3f}"
+            )
+            (sup if wa["finding"] else nots).append(item)
+    lines = ["Differences larger than the seed-to-seed spread (findings):", ""]
+    lines += [f"- {x}" for x in sup] or ["- none"]
+    lines += ["", "Differences within the seed spread, or not assessable with one seed (not findings):", ""]
+    lines += [f"- {x}" for x in nots] or ["- none"]
+    return lines + [""]
+
+
 def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, list[str]]) -> Path:
     def rel(p):
         return os.path.relpath(p, out_dir)
@@ -171,67 +346,76 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
 
     o = res["options"]
     t = o["training"]
+    fnd = res["findings"]
     lines = [
         "# Networks as paths through representation space",
         "",
-        f"Generated {res['created']} by `python -m experiments.paths` (preset `{o.get('preset')}`). "
-        "All numbers are also in `results.json`.",
+        f"Generated {res['created']} by `python -m experiments.paths --preset {o.get('preset')}`. "
+        "All numbers are also in `results.json`; the findings are computed by `experiments/paths/findings.py`.",
         "",
         "## Setup",
         "",
-        f"- Networks: {', '.join(f'`{a}`' for a in res['archs'])}; trained on {res['data']['train']} "
-        f"({_fmt(res['data']['n_train'])} training images, {t['epochs']} epochs, "
-        f"batch {t['batch_size']}, SGD lr {t['lr']} {t['schedule']}, seed {t['seed']}).",
-        f"- Probe set: {res['probe']['n']} images ({o['probe_per_class']} per class) from "
-        f"{res['probe']['source']}, hash `{res['probe']['hash']}`. Every layer's representation of these "
-        "images (from the input pixels to the logits) is a point; the network is the path through them.",
+        f"- Networks: {', '.join(f'`{a}`' for a in res['archs'])} (name = architecture and training seed); "
+        f"trained on {res['data']['train']} ({_fmt(res['data']['n_train'])} training images, {_recipe(t)}).",
+        f"- Probe sets: the final-checkpoint geometry uses {res['probe']['n']} test images "
+        f"({o['probe_per_class']} per class, hash `{res['probe']['hash']}`), the geometry over training the "
+        f"first {res['trajectory_probe']['n']} of them (hash `{res['trajectory_probe']['hash']}`), from "
+        f"{res['probe']['source']}. Every layer's representation of these images (from the input pixels to "
+        "the logits) is a point; the network is the path through them.",
         "- Target: the one-hot label matrix of the probe set, as a point of the same space.",
         "- Metrics: "
         + "; ".join(f"`{k}` = {v['description']} ({v['units']})" for k, v in res["metrics"].items())
-        + ".",
+        + ". Conventions (centring, normalisation, the alpha of the shape metrics, arccos of CKA): "
+        "`docs/conventions.md`.",
         f"- Geometry computed in {o['precision']}. Straightness = d(input, target) / path length "
         "(1 for a path that runs straight to the target). Turning angle at a layer = pi - the angle between "
-        "the geodesics to the previous and next layer (0 = straight on). Progress t = fraction along the "
-        "input->target geodesic of the point nearest the layer.",
+        "the geodesics to the previous and next layer (0 = straight on). Position of a layer p = "
+        "d(x, p) / (d(x, p) + d(p, y)) (0 at the input x, 1 at the target y): two distances, well "
+        "conditioned. Projection t = fraction along the input->target geodesic of the point nearest the "
+        "layer: ill conditioned where the residual is flat, so every t comes with the interval of t whose "
+        f"residual lies within {o.get('interval_tol', 1e-3):g} (metric units) of the minimum.",
+        f"- Findings: {fnd['criterion']}.",
         "",
         "## Accuracy",
         "",
-        "| network | layers analysed | checkpoints | probe accuracy at init | final probe accuracy | final test accuracy (run) |",
+        "| network | test accuracy (plain) | test accuracy (TTA) | final probe accuracy (n = "
+        f"{res['probe']['n']}) | layers analysed | checkpoints |",
         "|---|---|---|---|---|---|",
     ]
-    for arch, a in res["archs"].items():
+    for name, a in res["archs"].items():
         lines.append(
-            f"| `{arch}` | {len(a['layers'])} | {len(a['steps'])} (steps {a['steps'][0]}..{a['steps'][-1]}) | "
-            f"{_fmt(a['probe_accuracy'][0])} | {_fmt(a['probe_accuracy'][-1])} | {_fmt(a.get('final_test_acc'))} |"
+            f"| `{name}` | {_fmt(a.get('final_test_acc'), 4)} | {_fmt(a.get('final_test_acc_tta'), 4)} | "
+            f"{_fmt(a.get('final_probe_accuracy'))} | {len(a['layers'])} | {len(a['steps'])} "
+            f"(steps {a['steps'][0]}..{a['steps'][-1]}) |"
         )
-        if a["dropped_layers"]:
-            lines.append("")
-            lines.append(
-                f"  (`{arch}`: dropped layer(s) identical to the previous one: "
-                f"{', '.join(a['dropped_layers'])})"
-            )
+    lines.append("")
+    for fam, acc in fnd["accuracy"].items():
+        lines.append(
+            f"- {fam}: plain {_ms(acc['plain'], 2, 100)} %, TTA {_ms(acc['tta'], 2, 100)} % "
+            "(mean +- sd [min, max] over seeds)"
+        )
     if "accuracy" in figures:
         lines += ["", f"![accuracy]({rel(png(figures['accuracy'])[0])})", ""]
     for metric, m in res["metrics"].items():
         u = m["units"]
+        lines += ["", f"## Metric `{metric}`: {m['description']}", ""]
+        lines += _question_lines(res, metric, m)
         lines += [
+            f"Final checkpoint of each network (distances in {u}; t with its interval):",
             "",
-            f"## Metric `{metric}`: {m['description']}",
-            "",
-            f"Final checkpoint of each network (distances in {u}):",
-            "",
-            "| network | path length | d(input, target) | straightness | d(last layer, target) | "
-            "progress t of last layer | mean turning angle (rad) | straightness at init |",
+            "| network | path length | d(input, target) | straightness | d(logits, target) | "
+            "position of logits | t of logits [interval] | mean turning angle (rad) |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for arch, pa in m["per_arch"].items():
+        for name, pa in m["per_arch"].items():
             f = pa["final"]
-            tr = pa["training"]
-            turning = [v for v in (f["turning"] or []) if v is not None]
+            pn = fnd["metrics"][metric]["per_network"][name]
+            iv = pn.get("last_t_interval")
+            ivs = f" [{_fmt(iv[0], 2)}, {_fmt(iv[1], 2)}]" if iv else ""
             lines.append(
-                f"| `{arch}` | {_fmt(f['length'])} | {_fmt(f['direct'])} | {_fmt(f['straightness'])} | "
-                f"{_fmt(f['dist_to_target'][-1])} | {_fmt(f['proj_t'][-1])} | "
-                f"{_fmt(float(np.mean(turning)) if turning else None)} | {_fmt(tr['straightness'][0])} |"
+                f"| `{name}` | {_fmt(f['length'])} | {_fmt(f['direct'])} | {_fmt(f['straightness'])} | "
+                f"{_fmt(f['dist_to_target'][-1])} | {_fmt(pn['last_position'])} | "
+                f"{_fmt(f['proj_t'][-1])}{ivs} | {_fmt(pn['mean_turning'])} |"
             )
         j = m["joint"]
         lines += [
@@ -250,38 +434,56 @@ def write_report(res: Mapping[str, Any], out_dir: Path, figures: Mapping[str, li
                     f"to the metric's angles): Kruskal stress {sph['stress']:.3f}.",
                     "",
                 ]
-        if m["comparisons"]:
-            lines += [
-                "Distance between final paths at matched relative depth (mean over the depth grid, "
-                f"{u}; geodesic interpolation between layers):",
-                "",
-                "| pair | mean aligned distance |",
-                "|---|---|",
-            ]
-            for pair, c in m["comparisons"].items():
-                lines.append(f"| {pair} | {_fmt(c['mean_aligned'])} |")
-            lines.append("")
         names = {
+            "questions": "questions 1 and 2",
             "paths_mds": "paths (MDS)",
             "paths_spherical": "paths (spherical MDS)",
             "distances": "distance matrix",
             "depth_profiles": "depth profiles",
             "training": "over training",
         }
-        for f in png(figures.get(metric, [])):
-            stem = Path(f).stem
+        for fl in png(figures.get(metric, [])):
+            stem = Path(fl).stem
             kind = next((v for k, v in names.items() if stem.startswith(k)), stem)
-            lines += [f"![{metric}: {kind}]({rel(f)})", ""]
+            lines += [f"![{metric}: {kind}]({rel(fl)})", ""]
         lines += [
             "PDF versions: "
-            + ", ".join(f"[{Path(f).name}]({rel(f)})" for f in figures.get(metric, []) if f.endswith('.pdf')),
+            + ", ".join(f"[{Path(x).name}]({rel(x)})" for x in figures.get(metric, []) if x.endswith(".pdf")),
             "",
         ]
+    lines += ["## What the data support", ""] + _support_lines(res)
+    n_seeds = max((len(v) for v in fnd["families"].values()), default=0)
+    lines += [
+        "## What this report cannot say",
+        "",
+        "- The paper (Lange et al., arXiv:2206.10999) is quoted from its abstract only: \"layers reformat "
+        "information to reduce the distance to the desired outputs\", and ResNet and VGG paths on CIFAR-10 "
+        "are visualised and compared. Question 1 tests the first statement on these networks; nothing here "
+        "checks the paper's figures or numbers.",
+        f"- {n_seeds} seed(s) a family: a difference within the seed spread may still be real, and one "
+        "outside it may not survive more seeds. No significance test is made.",
+        f"- One probe set of {res['probe']['n']} test images (and {res['trajectory_probe']['n']} over "
+        "training): the geometry of other inputs, and its sampling error, are not measured.",
+        "- The networks are the quick recipe's (a few epochs, half-width airbench networks) on the JPEG copy "
+        "of CIFAR-10, whose test accuracy is a few points below that of the original images; longer-trained, "
+        "deeper or wider networks may move differently.",
+        "- Projection fractions t are reported with their intervals; where an interval is wide (or clipped "
+        "at the searched range), t is not determined and only the position measure is used.",
+        "",
+    ]
     timing = res["timing"]
     lines += [
         "## Timing",
         "",
         ", ".join(f"{k}: {v:.1f} s" for k, v in timing.items() if isinstance(v, (int, float))),
+        "",
+        "Training time of each network (its own process; `wall_time_s` of its run): "
+        + ", ".join(
+            f"`{n}` {a['run']['wall_time_s'] / 60:.1f} min"
+            for n, a in res["archs"].items()
+            if a.get("run", {}).get("wall_time_s")
+        )
+        + ".",
         "",
         f"Cache: {res['cache']['captures']} captures, {res['cache']['cache_hits']} reused from "
         f"`{res['cache']['dir']}`.",

@@ -83,9 +83,9 @@ def test_cli_fills_the_training_config_from_the_preset_and_flags():
     from models.config import TrainConfig
 
     cfg = cli.config_from_args(
-        ["--preset", "cpu", "--lr", "0.05", "--train-subset", "0", "--archs", "resnet8"]
+        ["--preset", "cpu-small", "--lr", "0.05", "--train-subset", "0", "--archs", "resnet8"]
     )
-    assert cfg.archs == ("resnet8",) and cfg.preset == "cpu"
+    assert cfg.archs == ("resnet8",) and cfg.preset == "cpu-small"
     want = TrainConfig(**dict(TRAIN_PRESETS["paths-cpu"], lr=0.05, train_subset=None))
     assert cfg.train_config("resnet14") == dataclasses.replace(want, arch="resnet14")
     cfg = cli.config_from_args(["--preset", "paper", "--no-progress", "--label-smoothing", "0.1"])
@@ -104,8 +104,11 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
 
     out = Path(opts.out)
     saved = json.loads((out / "results.json").read_text())
-    assert saved["probe"]["n"] == 30
-    arch = "resnet8_w0.25"
+    assert saved["probe"]["n"] == 30 and saved["trajectory_probe"] == saved["probe"]
+    arch = "resnet8_w0.25-s0"  # the network's name: architecture and seed
+    assert list(saved["archs"]) == [arch] == list(saved["final_test_acc"])
+    assert saved["archs"][arch]["family"] == "resnet" and saved["archs"][arch]["seed"] == 0
+    assert (tmp_path / "runs" / arch / "summary.json").exists()
     a = saved["archs"][arch]
     assert a["steps"][0] == 0 and len(a["steps"]) >= 3
     assert a["layers"][0] == "input" and a["layers"][-1] == "logits"
@@ -119,6 +122,20 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
         assert len(tr["length"]) == len(a["steps"])
         assert len(m["joint"]["labels"]) == L + 1
         assert np.all(np.isfinite(np.asarray(m["joint"]["distances"], float)))
+        # one probe set: the final geometry is the last checkpoint's geometry over training
+        np.testing.assert_allclose(fin["dist_to_target"], tr["dist_to_target"][-1], rtol=1e-9)
+        np.testing.assert_allclose(fin["straightness"], tr["straightness"][-1], rtol=1e-9)
+        # the findings restate the analysis: steps closer to the target, position, the t interval
+        pn = saved["findings"]["metrics"][metric]["per_network"][arch]
+        d = np.asarray(fin["dist_to_target"])
+        assert pn["closer_steps"] == int(np.sum(np.diff(d) < 0)) and pn["steps"] == L - 1
+        pos = np.asarray(fin["dist_to_input"]) / (np.asarray(fin["dist_to_input"]) + d)
+        np.testing.assert_allclose(pn["position"], pos, rtol=1e-12)
+        assert pn["position"][0] == 0.0
+        iv = m["per_arch"][arch]["interval"]
+        assert len(iv["lo"]) == L and all(lo <= t <= hi for lo, t, hi in zip(iv["lo"], iv["t"], iv["hi"]))
+        for t, t_proj, projected in zip(iv["t"], fin["proj_t"], iv["projected"]):
+            assert t == t_proj or not projected  # the analysis' projection, unless outside [-1, 2]
     figs = saved["figures"]
     assert set(figs) >= {"angular_shape", "angular_cka", "accuracy"}
     for files in figs.values():
@@ -227,20 +244,12 @@ def test_azimuthal_map_keeps_distances_to_the_centre_and_along_great_circles():
     np.testing.assert_array_equal(azimuthal_map(X), P)  # deterministic
 
 
-def test_models_paths_is_a_deprecated_alias():
-    from models import paths as old
-
-    with pytest.warns(DeprecationWarning, match="experiments.paths"), pytest.raises(SystemExit) as e:
-        old.main(["--help"])
-    assert e.value.code == 0
-
-
 def test_cpu_preset_reproduces_the_committed_report_configuration():
     """The committed CPU report was made with these options: the preset must still give them (or the
     report's numbers could no longer be reproduced, and its cached runs would not be reused)."""
     root = Path(__file__).resolve().parents[2]
     saved = json.loads((root / "docs" / "results" / "cpu" / "results.json").read_text())["options"]
-    cfg = xc.experiment_config("cpu")
+    cfg = xc.experiment_config("cpu-small")
     assert list(cfg.archs) == list(saved["archs"]) and list(cfg.metrics) == list(saved["metrics"])
     for k in ("probe_split", "probe_per_class", "probe_seed", "precision"):
         assert getattr(cfg, k) == saved[k], k
@@ -289,3 +298,59 @@ def test_sharded_analysis_gives_the_same_numbers(monkeypatch):
 
     assert config_from_args(["--preset", "tiny", "--shard"]).shard
     assert not config_from_args(["--preset", "tiny"]).shard
+
+
+def _jpeg_tree(root: Path, per_class: dict[str, int]) -> Path:
+    """root/<split>/<class>/NNNN.jpg: class-coloured 32x32 images plus noise (learnable, not trivial)."""
+    from PIL import Image
+
+    from models.data import CLASSES
+
+    rng = np.random.default_rng(0)
+    colours = np.random.default_rng(123).integers(40, 216, (10, 3))
+    for split, k in per_class.items():
+        for c, cls in enumerate(CLASSES):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(k):
+                img = np.clip(colours[c] + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(root / split / cls / f"{i:04d}.jpg", quality=95)
+    return root
+
+
+def test_cli_trains_every_seed_in_its_own_process_and_splits_the_probe_sets(tmp_path, monkeypatch):
+    """Two seeds of one architecture, each trained by ``python -m experiments.paths.train_one`` with the CPU
+    training flags (which this process does not have); the final geometry on 4 images a class, the
+    geometry over training on the first 2 of them."""
+    import os
+
+    from models.xla_cpu import CPU_TRAINING_FLAGS
+
+    data = _jpeg_tree(tmp_path / "data", {"train": 6, "test": 4})
+    monkeypatch.setenv("GEOPATH_CACHE_DIR", str(tmp_path / "cache"))
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = ["--preset", "tiny", "--seeds", "0,1", "--metrics", "angular_cka", "--no-progress"]
+    argv += ["--data-dir", str(data), "--data-source", "folder", "--train-subset", "0", "--test-subset", "0"]
+    argv += ["--epochs", "1", "--batch-size", "20", "--probe-per-class", "4", "--trajectory-per-class", "2"]
+    assert cli.main(argv + ["--workdir", str(runs), "--out", str(out)]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    names = ["resnet8_w0.25-s0", "resnet8_w0.25-s1"]
+    assert list(saved["archs"]) == names and list(saved["final_test_acc"]) == names
+    assert [saved["archs"][n]["seed"] for n in names] == [0, 1]
+    assert saved["probe"]["n"] == 40 and saved["trajectory_probe"]["n"] == 20
+    assert saved["probe"]["hash"] != saved["trajectory_probe"]["hash"]
+    assert set(saved["trajectory_probe"]["indices"]) < set(saved["probe"]["indices"])
+    assert str(tmp_path) not in json.dumps(saved["probe"])  # no machine paths in the probe entries
+    for n in names:
+        start = json.loads((runs / n / "metrics.jsonl").read_text().splitlines()[0])
+        assert all(flag in start["xla_flags"] for flag in CPU_TRAINING_FLAGS), start
+        assert json.loads((runs / n / "config.json").read_text())["seed"] == saved["archs"][n]["seed"]
+    assert not any(flag in os.environ.get("XLA_FLAGS", "") for flag in CPU_TRAINING_FLAGS)
+    # different seeds, different networks: their final paths differ
+    per = saved["metrics"]["angular_cka"]["per_arch"]
+    assert per[names[0]]["final"]["length"] != per[names[1]]["final"]["length"]
+    assert len(per[names[0]]["training"]["length"]) == len(saved["archs"][names[0]]["steps"])
+    f = saved["findings"]["metrics"]["angular_cka"]
+    assert f["families"]["resnet"]["straightness"]["n"] == 2
+    assert "vs" in next(iter(saved["metrics"]["angular_cka"]["comparisons"]))
+    report = (out / "report.md").read_text()
+    assert "resnet8_w0.25-s1" in report and "What the data support" in report
