@@ -256,7 +256,7 @@ def analyze_metric(
         for arch, run in runs.items():
             reps = [[np.asarray(run["reps"][step][i], dtype) for i in run["keep"]] for step in run["steps"]]
             stacked = jax.device_get(gp.analyze_checkpoints(space, reps, target, mesh=mesh))
-            if "final_reps" in run:
+            if run.get("final_reps") is not None and run["final_reps"] is not run["reps"][run["steps"][-1]]:
                 last = [np.asarray(run["final_reps"][i], dtype) for i in run["keep"]]
                 fin = jax.device_get(gp.analyze_checkpoints(space, [last], target_final))
                 final = type(fin)(*[f[0] for f in fin])
