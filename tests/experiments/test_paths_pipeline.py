@@ -244,15 +244,24 @@ def test_azimuthal_map_keeps_distances_to_the_centre_and_along_great_circles():
     np.testing.assert_array_equal(azimuthal_map(X), P)  # deterministic
 
 
-def test_cpu_preset_reproduces_the_committed_report_configuration():
-    """The committed CPU report was made with these options: the preset must still give them (or the
-    report's numbers could no longer be reproduced, and its cached runs would not be reused)."""
+def test_cpu_report_preset_reproduces_the_committed_report_configuration():
+    """The committed CPU report was made with ``--preset cpu-report``: the preset must still give its options
+    (or the report's numbers could no longer be reproduced, and its cached runs would not be reused), and
+    the report must hold every network's accuracy by name (family and seed) and the probe sizes."""
     root = Path(__file__).resolve().parents[2]
-    saved = json.loads((root / "docs" / "results" / "cpu" / "results.json").read_text())["options"]
-    cfg = xc.experiment_config("cpu-small")
+    res = json.loads((root / "docs" / "results" / "cpu" / "results.json").read_text())
+    saved = res["options"]
+    cfg = xc.experiment_config("cpu-report")
+    assert saved["preset"] == "cpu-report"
     assert list(cfg.archs) == list(saved["archs"]) and list(cfg.metrics) == list(saved["metrics"])
-    for k in ("probe_split", "probe_per_class", "probe_seed", "precision"):
+    for k in ("probe_split", "probe_per_class", "trajectory_per_class", "probe_seed", "precision"):
         assert getattr(cfg, k) == saved[k], k
+    assert list(cfg.run_seeds()) == list(saved["seeds"]) and cfg.max_checkpoints == saved["max_checkpoints"]
+    names = [n for n, _, _ in cfg.networks()]
+    assert list(res["final_test_acc"]) == names and all(0.8 < a < 1 for a in res["final_test_acc"].values())
+    assert res["probe"]["n"] == 10 * cfg.probe_per_class
+    assert res["trajectory_probe"]["n"] == 10 * cfg.trajectory_probe_per_class()
+    assert "/work/" not in json.dumps(res) and str(root) not in json.dumps(res)  # no machine paths
     training = saved.get("training", saved)  # older results.json files keep the training fields flat
     want = {f.name for f in dataclasses.fields(cfg.training)} & set(training) - {"data_dir", "data_source"}
     assert len(want) >= 12
