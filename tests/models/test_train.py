@@ -8,6 +8,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -15,6 +16,7 @@ import models
 from models import checkpoints as ckpt
 from models import cli
 from models import config as C
+from models import data as D
 from models import train as T
 from models import train_state as TS
 
@@ -110,17 +112,24 @@ def test_train_step_compiles_once_per_setting():
     assert TS.train_step._cache_size() == size
 
 
-def test_label_smoothing_changes_the_loss():
+def test_label_smoothing_is_the_closed_form_smoothed_cross_entropy():
+    """Loss sum = sum_i -sum_c q_ic log softmax(z_i)_c with q = (1 - eps) onehot + eps / K (NumPy, float64),
+    on the logits of the same model; eps = 0 is the plain cross-entropy. Measured error ~1e-6 (float32)."""
     x, y = synthetic(16, 7)
-    losses = []
-    for smoothing in (0.0, 0.1):
+    valid = np.ones(16, np.float32)
+    valid[3] = 0.0  # a padded example does not count
+    for smoothing in (0.0, 0.1, 0.3):
         cfg = tiny_config(augment=False, label_smoothing=smoothing)
         _, gd_eval, _, spec, state = _fresh_state(cfg)
-        out = TS.eval_step(
-            state.params, state.batch_stats, x, y, np.ones(16, np.float32), graphdef=gd_eval, spec=spec
-        )
-        losses.append(float(out[0]))
-    assert abs(losses[0] - losses[1]) > 1e-6
+        out = TS.eval_step(state.params, state.batch_stats, x, y, valid, graphdef=gd_eval, spec=spec)
+        model = nnx.merge(gd_eval, state.params, state.batch_stats)
+        z = np.asarray(model(D.normalize(x)), np.float64)
+        logp = z - z.max(1, keepdims=True)
+        logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+        q = (1 - smoothing) * np.eye(10)[np.asarray(y)] + smoothing / 10
+        want = float(np.sum(-(q * logp).sum(1) * valid))
+        np.testing.assert_allclose(float(out[0]), want, rtol=1e-5)
+        assert float(out[2]) == 15.0
 
 
 def test_schedules_and_weight_decay_modes():
@@ -131,23 +140,47 @@ def test_schedules_and_weight_decay_modes():
     assert abs(float(sched(80)) - 0.001) < 1e-9
     cos = TS.make_schedule(tiny_config(epochs=10, schedule="cosine", warmup_epochs=0.0, lr=0.2), 10)
     assert abs(float(cos(0)) - 0.2) < 1e-7 and float(cos(100)) < 1e-6
-    # decoupled weight decay shrinks weights even with zero gradient, independent of momentum history
-    params = {"w": jnp.ones((2, 2))}
-    zero = {"w": jnp.zeros((2, 2))}
+    # Two steps against the closed forms (momentum mu, lr, wd, a constant gradient g): "l2" puts wd * w into
+    # the momentum, "decoupled" (SGDW) adds it after the momentum. The first steps agree; the second ones
+    # differ by lr * mu * wd * w0, so swapping the modes fails.
+    w0 = np.array([[1.0, -2.0], [0.5, 3.0]])
+    g = np.array([[0.3, 0.1], [-0.2, 0.4]])
+    mu, lr, wd = 0.9, 0.5, 0.1
+    m1 = g + wd * w0
+    w1 = w0 - lr * m1
+    want = {"l2": [-lr * m1, -lr * (mu * m1 + g + wd * w1)]}
+    w1d = w0 - lr * (g + wd * w0)
+    want["decoupled"] = [-lr * (g + wd * w0), -lr * (mu * g + g + wd * w1d)]
     for mode in ("l2", "decoupled"):
         tx, _ = TS.make_optimizer(
             tiny_config(
                 weight_decay_mode=mode,
-                weight_decay=0.1,
+                weight_decay=wd,
+                momentum=mu,
                 schedule="constant",
                 warmup_epochs=0.0,
-                lr=0.5,
+                lr=lr,
                 nesterov=False,
             ),
             10,
         )
-        upd, _ = tx.update(zero, tx.init(params), params)
-        np.testing.assert_allclose(upd["w"], -0.5 * 0.1 * np.ones((2, 2)), rtol=1e-6)
+        params = {"w": jnp.asarray(w0, jnp.float32)}
+        opt = tx.init(params)
+        for k in range(2):
+            upd, opt = tx.update({"w": jnp.asarray(g, jnp.float32)}, opt, params)
+            np.testing.assert_allclose(upd["w"], want[mode][k], rtol=1e-6, atol=1e-7)
+            params = optax.apply_updates(params, upd)
+    assert np.abs(want["l2"][1] - want["decoupled"][1]).min() > 1e-3
+    # decoupled weight decay shrinks weights even with zero gradient
+    tx, _ = TS.make_optimizer(
+        tiny_config(
+            weight_decay_mode="decoupled", weight_decay=wd, schedule="constant", lr=lr, warmup_epochs=0.0
+        ),
+        10,
+    )
+    params = {"w": jnp.ones((2, 2))}
+    upd, _ = tx.update({"w": jnp.zeros((2, 2))}, tx.init(params), params)
+    np.testing.assert_allclose(upd["w"], -lr * wd * np.ones((2, 2)), rtol=1e-6)
 
 
 def test_checkpoint_schedule():
