@@ -159,21 +159,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(fields)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_training(cfg: TrainConfig, workdir: str) -> int:
+    """Trains ``cfg`` in ``workdir`` and prints the "done" line; returns the exit code of ``python -m
+    models.train``: 0, 2 for a bad option or folder, 3 for a divergence, 4 for a run folder held by another
+    process. The CPU training flags must already be in ``XLA_FLAGS`` (:func:`main` sets them)."""
     from .train import RunLockedError
     from .train import TrainingDiverged
     from .train import train_and_evaluate
-    from .xla_cpu import use_cpu_training_flags
 
-    use_cpu_training_flags(quiet=True)  # before JAX's backend starts (models/xla_cpu.py)
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    try:
-        summary = train_and_evaluate(cfg, args.workdir)
+        summary = train_and_evaluate(cfg, workdir)
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -193,6 +188,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| checkpoints: {len(summary['checkpoints'])} in {summary['workdir']}/checkpoints"
     )
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .xla_cpu import use_cpu_training_flags
+
+    use_cpu_training_flags(quiet=True)  # before JAX's backend starts (models/xla_cpu.py)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    return run_training(cfg, args.workdir)
 
 
 if __name__ == "__main__":

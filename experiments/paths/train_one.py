@@ -4,8 +4,9 @@ in a process of its own.
 The experiment starts this for every network it has to train (or resume), so that the training runs with
 the CPU training flags of :mod:`models.xla_cpu` (they must be in ``XLA_FLAGS`` before JAX starts, and they
 slow the geometry, which runs in the experiment's own process without them). ``CONFIG_JSON`` is a
-:class:`models.config.TrainConfig` as JSON (its ``to_dict()``). The exit code is 0 on success, 1 on an error
-(the traceback is printed), and that of ``python -m models.train`` for a held run folder or a divergence.
+:class:`models.config.TrainConfig` as JSON (its ``to_dict()``). The exit code is that of ``python -m models.train``
+(:func:`models.cli.run_training`): 0 on success, 2 for a bad option or folder, 3 for a divergence, 4 for a run
+folder held by another process (1, with a traceback, for any other error).
 """
 
 from __future__ import annotations
@@ -24,19 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     use_cpu_training_flags(quiet=True)  # before JAX starts its CPU backend
 
-    from models import train
+    from models.cli import run_training
     from models.config import TrainConfig
 
-    workdir, cfg = argv[0], TrainConfig.from_dict(json.loads(argv[1]))
-    try:
-        train.train_and_evaluate(cfg, workdir)
-    except train.RunLockedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 4
-    except train.TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    return 0
+    return run_training(TrainConfig.from_dict(json.loads(argv[1])), argv[0])
 
 
 if __name__ == "__main__":
