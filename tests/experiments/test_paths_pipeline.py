@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -148,6 +149,8 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
     assert not any("spherical" in f for files in figs.values() for f in files)
     first = res["cache"]
     assert first["captures"] == len(a["steps"]) and first["cache_hits"] == 0
+    for metric in opts.metrics:
+        _recompute_from_cache(tmp_path, saved, metric, arch)
 
     # Rerun: the finished run and the cached representations are reused; nothing is trained or captured.
     def boom(*args, **kwargs):
@@ -181,6 +184,94 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
             probe_data=probe,
             log=lambda m: None,
         )
+
+
+def _recompute_from_cache(tmp_path: Path, saved, metric: str, arch: str) -> None:
+    """The final path and the joint matrix of ``results.json`` recomputed with geopath's own functions from
+    the representation cache on disk (the last checkpoint's entry), not from the pipeline's arrays."""
+    import geopath as gp
+
+    entries = sorted((tmp_path / "runs").rglob("step*-probe*.npz"))
+    last = max(entries, key=lambda p: int(p.name[4:13]))
+    with np.load(last, allow_pickle=False) as z:
+        names = [str(n) for n in z["names"]]
+        reps = [np.asarray(z[f"layer{i:03d}"], np.float64) for i in range(len(names))]
+    a = saved["archs"][arch]
+    keep = [names.index(n) for n in a["layers"]]
+    space = xc.parse_metric(metric).make()
+    labels = np.repeat(np.arange(10), 3)  # the probe set: 3 of each class, in class order
+    m = saved["metrics"][metric]
+    with jax.enable_x64(True):
+        pts = [space.point(reps[i]) for i in keep]
+        target = gp.target_point(space, labels, num_classes=10)
+        ref = gp.analyze_path(space, pts, target)
+        for f in ("length", "straightness", "steps", "turning", "dist_to_target", "proj_t"):
+            np.testing.assert_allclose(
+                m["per_arch"][arch]["final"][f], np.asarray(getattr(ref, f)), rtol=1e-7, atol=1e-9, err_msg=f
+            )
+        every = pts + [target]
+        D = np.array([[float(space.distance(p, q)) for q in every] for p in every])
+    np.testing.assert_allclose(np.asarray(m["joint"]["distances"], float), D, rtol=1e-7, atol=1e-9)
+
+
+def test_analysis_joint_matrix_and_comparisons_recomputed_with_geopath():
+    """analyze_metric on two hand-made networks (4 and 3 layers of mixed widths, two checkpoints): the final
+    paths, the geometry over training, the joint matrix and the comparison at matched relative depth, each
+    recomputed from geopath's primitives (distance, geodesic) and analyze_path. Measured error ~1e-15."""
+    import geopath as gp
+
+    rng = np.random.default_rng(26)
+    labels = np.repeat(np.arange(10), 2)
+    x0 = rng.standard_normal((20, 6))
+
+    def net(widths):
+        return {
+            s: [x0] + [x0 @ rng.standard_normal((6, w)) + rng.standard_normal((20, w)) for w in widths]
+            for s in (0, 5)
+        }
+
+    runs = {}
+    for name, widths in (("a-s0", (5, 8, 10)), ("b-s0", (4, 10))):
+        reps = net(widths)
+        runs[name] = dict(
+            steps=[0, 5],
+            names=[f"l{i}" for i in range(len(reps[5]))],
+            keep=list(range(len(reps[5]))),
+            reps=reps,
+        )
+    out = pipeline.analyze_metric("angular_shape", runs, labels, precision="float64", progress=False)
+    space = gp.AngularShape(alpha=1.0)
+    with jax.enable_x64(True):
+        target = gp.target_point(space, labels, num_classes=10)
+        pts = {k: [space.point(x) for x in r["reps"][5]] for k, r in runs.items()}
+        for k, r in runs.items():
+            for step_i, step in enumerate(r["steps"]):
+                ref = gp.analyze_path(space, [space.point(x) for x in r["reps"][step]], target)
+                got = out["per_arch"][k]["training"]
+                np.testing.assert_allclose(got["length"][step_i], float(ref.length), rtol=1e-10)
+                np.testing.assert_allclose(
+                    got["dist_to_target"][step_i], np.asarray(ref.dist_to_target), rtol=1e-10
+                )
+            np.testing.assert_allclose(
+                out["per_arch"][k]["final"]["turning"],
+                out["per_arch"][k]["training"]["turning"][-1],
+                rtol=1e-12,
+            )
+        every = pts["a-s0"] + pts["b-s0"] + [target]
+        D = np.array([[float(space.distance(p, q)) if p is not q else 0.0 for q in every] for p in every])
+        np.testing.assert_allclose(np.asarray(out["joint"]["distances"], float), D, rtol=0, atol=1e-10)
+        assert out["joint"]["labels"] == [f"a-s0:l{i}" for i in range(4)] + [
+            f"b-s0:l{i}" for i in range(3)
+        ] + ["target"]
+        # matched relative depth 0, 1/3, 2/3, 1: a's layers; b's 3 layers resampled on their geodesics
+        c = out["comparisons"]["a-s0 vs b-s0"]
+        pb = pts["b-s0"]
+        resampled = [pb[0], space.geodesic(pb[0], pb[1], 2 / 3), space.geodesic(pb[1], pb[2], 1 / 3), pb[2]]
+        aligned = [float(space.distance(p, q)) for p, q in zip(pts["a-s0"], resampled)]
+    np.testing.assert_allclose(c["depth"], np.linspace(0, 1, 4), atol=1e-15)
+    np.testing.assert_allclose(c["aligned"], aligned, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(c["mean_aligned"], np.mean(aligned), rtol=0, atol=1e-10)
+    assert list(out["comparisons"]) == ["a-s0 vs b-s0"]
 
 
 def _check_spherical(out: Path, saved) -> None:

@@ -157,6 +157,22 @@ def angular_shape_geodesic_points(a, b, t: float) -> np.ndarray:
     return slerp(a, bq, t)
 
 
+def angular_shape_log_points(a, b) -> np.ndarray:
+    """Log map at a toward b on the angular shape space (generic, full-rank points of equal width): the
+    horizontal great-circle direction theta / sin(theta) (b Q - cos(theta) a), with b Q aligned to a."""
+    a = np.asarray(a, np.float64)
+    bq = procrustes_align(a, b)
+    c = np.clip(np.sum(a * bq), -1.0, 1.0)
+    th = np.arccos(c)
+    return th / np.sin(th) * (bq - c * a)
+
+
+def angular_shape_angle_points(a, b, c) -> float:
+    """Angle at b between the geodesics to a and to c (generic points: the angle of the two logs at b)."""
+    u, v = angular_shape_log_points(b, a), angular_shape_log_points(b, c)
+    return safe_arccos(np.sum(u * v) / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+
 def euclidean_shape_geodesic_points(a, b, t: float) -> np.ndarray:
     a = np.asarray(a, np.float64)
     bq = procrustes_align(a, b)

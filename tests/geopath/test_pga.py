@@ -77,6 +77,10 @@ def test_flat_space_is_pca(rng):
     for j in range(3):
         cj = np.asarray(res.components[j]).ravel() / np.sqrt(8 * 7)
         np.testing.assert_allclose(abs(np.dot(cj, vt[j])), 1.0, rtol=1e-9)
+        # the scores are the PCA scores (the principal coordinates), up to the component's sign
+        sign = np.sign(np.dot(cj, vt[j]))
+        np.testing.assert_allclose(np.asarray(res.scores[:, j]), sign * (z @ vt[j]), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(res.explained_variance_ratio), s[:3] ** 2 / np.sum(s**2), rtol=1e-9)
 
 
 def test_jit_and_errors(rng):

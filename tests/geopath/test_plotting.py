@@ -114,3 +114,49 @@ def test_geopath_imports_without_matplotlib():
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
+
+
+def _line_data(ax):
+    return [(np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float)) for ln in ax.get_lines()]
+
+
+def test_figures_draw_the_numbers_they_are_given(data):
+    """What each figure draws (no files written): the depth profiles are the analyses' per-layer fields at
+    relative depth i / (L - 1) (or the index), the training curves the per-checkpoint fields sorted by step,
+    the 2-D paths the coordinates given, start and end marked."""
+    an = data["analyses"]
+    fig = plotting.plot_depth_profiles(an)
+    axs = fig.axes
+    for k, a in enumerate(an.values()):
+        L = a.dist_to_target.shape[0]
+        x = np.linspace(0.0, 1.0, L)
+        for ax, field in zip(axs[:3], ("dist_to_target", "proj_t", "proj_residual")):
+            lx, ly = _line_data(ax)[k]
+            np.testing.assert_allclose(lx, x, atol=1e-15)
+            np.testing.assert_allclose(ly, np.asarray(getattr(a, field)), atol=1e-15, err_msg=field)
+        lx, ly = _line_data(axs[3])[k]
+        np.testing.assert_allclose(lx, x[1:-1], atol=1e-15)
+        np.testing.assert_allclose(ly, np.asarray(a.turning), atol=1e-15)
+    idx = plotting.plot_depth_profiles(an, depth="index")
+    np.testing.assert_array_equal(
+        _line_data(idx.axes[0])[1][0], np.arange(an["net_b"].dist_to_target.shape[0])
+    )
+    # training curves: checkpoints given out of order are drawn in step order
+    a = an["net_a"]
+    stacked = type(a)(*[np.stack([np.asarray(f) * (1 + 0.1 * t) for t in range(3)]) for f in a])
+    steps = np.array([100, 0, 10])
+    tr = plotting.plot_training(stacked, steps)
+    order = np.argsort(steps)
+    expect = (stacked.straightness[order], stacked.length[order], stacked.dist_to_target[order, -1])
+    for ax, y in zip(tr.axes[:3], expect):
+        lx, ly = _line_data(ax)[0]
+        np.testing.assert_array_equal(lx, [0, 10, 100])
+        np.testing.assert_allclose(ly, y, atol=1e-15)
+    # 2-D paths: the coordinates as given; the first and last points marked
+    C = np.arange(10.0).reshape(5, 2) ** 1.5
+    pf = plotting.plot_paths_2d({"net": C})
+    lines = _line_data(pf.axes[0])
+    np.testing.assert_allclose(lines[0][0], C[:, 0])
+    np.testing.assert_allclose(lines[0][1], C[:, 1])
+    assert any(np.allclose(lx, C[0, 0]) and np.allclose(ly, C[0, 1]) for lx, ly in lines[1:])
+    assert any(np.allclose(lx, C[-1, 0]) and np.allclose(ly, C[-1, 1]) for lx, ly in lines[1:])

@@ -9,6 +9,7 @@ import pytest
 
 import geopath as gp
 
+from . import reference as R
 from .conftest import rand_rep
 
 SPACES = {
@@ -51,6 +52,25 @@ def test_values_match_path_quantities(rng):
     np.testing.assert_allclose(float(gp.path_penalty(space, xs, kind="excess")), length - direct, rtol=1e-12)
     turning = sum(np.pi - float(gp.angle(space, *pts[i - 1 : i + 2])) for i in (1, 2))
     np.testing.assert_allclose(float(gp.path_penalty(space, xs, kind="turning")), turning, rtol=1e-10)
+
+
+def test_values_off_the_geodesic_match_a_numpy_reference():
+    """A path far from any geodesic (unrelated layers of one width, generic points): length, excess and
+    turning against the NumPy reference (tests/geopath/reference.py: Procrustes, great circles, the angle of
+    the logs), with no geopath code on the reference side. Measured error ~1e-14; tolerance 1e-11."""
+    rng = np.random.default_rng(27)
+    xs = [rand_rep(rng, 10, 4) for _ in range(4)]
+    space = gp.AngularShape(alpha=1.0)
+    f = [R.shape_features(x, 1.0) for x in xs]
+    steps = [R.angular_shape_distance_points(f[i], f[i + 1]) for i in range(3)]
+    length = sum(steps)
+    excess = length - R.angular_shape_distance_points(f[0], f[-1])
+    turning = sum(np.pi - R.angular_shape_angle_points(f[i - 1], f[i], f[i + 1]) for i in (1, 2))
+    assert excess > 0.5 and turning > 1.0  # really off the geodesic
+    got = {k: float(gp.path_penalty(space, xs, kind=k)) for k in ("length", "excess", "turning")}
+    np.testing.assert_allclose(got["length"], length, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(got["excess"], excess, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(got["turning"], turning, rtol=0, atol=1e-11)
 
 
 def test_zero_for_a_geodesic_path(rng):

@@ -390,3 +390,24 @@ def test_conv_impl_is_static_model_config_and_does_not_change_numbers(images):
     np.testing.assert_allclose(logits["barrier"], logits["xla"], rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(grads["barrier"]), jax.tree.leaves(grads["xla"])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()) + 1e-7)
+
+
+def test_every_architecture_name_the_message_offers_parses_to_its_family_depth_and_width():
+    """models.available_architectures() (the list every "unknown architecture" error shows) names only
+    architectures that parse_arch accepts, with the family, depth and width multiplier their names say."""
+    import re
+
+    text = models.available_architectures()
+    offered = set(re.findall(r"\b(?:resnet\d+|vgg\d+|airbench_vgg|airbench_resnet)(?:_w[\d.]+)?\b", text))
+    assert {"resnet8", "resnet110", "vgg19", "airbench_resnet", "vgg16_w0.5", "airbench_vgg_w0.5"} <= offered
+    for name in offered:
+        family, depth, width = models.parse_arch(name)
+        m = re.fullmatch(r"([a-z_]+?)(\d*)(?:_w([\d.]+))?", name)
+        assert family == m.group(1) and width == (None if m.group(3) is None else float(m.group(3))), name
+        # airbench: 8 layers, no depth in the name
+        assert depth == (int(m.group(2)) if m.group(2) else 8), name
+    for bad in ("resnet10", "vgg12", "mlp"):
+        with pytest.raises(ValueError, match="valid: resnet"):
+            models.parse_arch(bad)
+    with pytest.raises(ValueError, match="width multiplier must be positive"):
+        models.parse_arch("resnet8_w0")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +24,7 @@ from models import train as T
 from models import train_state as TS
 
 ARCH = "resnet8_w0.25"
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -448,3 +452,41 @@ def test_cli_exit_code_3_on_divergence(tmp_path, fake_cifar10_tree, capsys):
     assert cli.main(argv) == 3
     err = capsys.readouterr().err
     assert "training diverged" in err and "--resume" in err
+
+
+def test_python_m_models_train_runs_to_a_successful_end_and_overwrite_starts_afresh(
+    tmp_path, make_class_tree
+):
+    """``python -m models.train`` as a user runs it: exit 0, the "done" line with the step count, a summary
+    and checkpoints; ``--train-subset`` takes the first images of each class; a second run in the same
+    folder is refused (exit 2) unless ``--overwrite``, which starts the run afresh (one "start" event)."""
+    tree = make_class_tree(tmp_path / "cifar", per_class=3)  # 30 train / 30 test images
+    run = tmp_path / "run"
+    argv = ["--workdir", str(run), "--data-dir", str(tree), "--arch", ARCH, "--epochs", "1"]
+    argv += ["--batch-size", "10", "--train-subset", "20", "--no-progress", "--log-every", "1"]
+    env = dict(os.environ, PYTHONPATH=str(_REPO), JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.train", *argv],
+        cwd=_REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = [line for line in proc.stdout.splitlines() if line.startswith("done: ")]
+    assert len(done) == 1 and f"done: {ARCH} step 2/2 (1 epochs)" in done[0], proc.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_step"] == 2 and 0.0 <= summary["final_test_acc"] <= 1.0
+    assert models.list_checkpoints(run)[-1] == 2
+    _, meta = models.load_checkpoint(run, "last")
+    assert meta["n_train"] == 20 and meta["seed"] == 0  # 2 images of each class; the default seed
+    # the same folder again: refused without --resume / --overwrite, nothing touched
+    before = (run / "metrics.jsonl").read_text()
+    assert cli.main(argv) == 2
+    assert (run / "metrics.jsonl").read_text() == before
+    # --overwrite: a fresh run with the new options (one start event, the new seed)
+    assert cli.main([*argv, "--overwrite", "--seed", "5"]) == 0
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events].count("start") == 1 and events[-1]["event"] == "end"
+    assert models.load_checkpoint(run, "last")[1]["seed"] == 5
