@@ -56,6 +56,9 @@ T.train_and_evaluate(tt.tiny_config(**json.loads(sys.argv[3])), sys.argv[2],
 def run_killed(workdir: Path, fault: str, **overrides) -> subprocess.CompletedProcess:
     """Runs the tiny training in a subprocess that exits at ``fault`` ("<stage>@<step>")."""
     env = dict(os.environ, **{ckpt.FAULT_ENV: fault, "PYTHONPATH": str(_REPO), "JAX_PLATFORMS": "cpu"})
+    # the same x64 setting as this process (a whole-suite run enables it for the geopath tests), where the
+    # reference and the resumed run train: a run killed after its last save is compared as it was written
+    env["JAX_ENABLE_X64"] = str(bool(jax.config.jax_enable_x64))
     cmd = [sys.executable, "-c", _DRIVER, str(Path(__file__).with_name("test_train.py")), str(workdir)]
     return subprocess.run(
         cmd + [json.dumps(overrides)], cwd=_REPO, env=env, capture_output=True, text=True, timeout=600
