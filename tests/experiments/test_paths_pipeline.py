@@ -239,8 +239,8 @@ def test_analysis_joint_matrix_and_comparisons_recomputed_with_geopath():
             keep=list(range(len(reps[5]))),
             reps=reps,
         )
-    out = pipeline.analyze_metric("angular_shape", runs, labels, precision="float64", progress=False)
-    space = gp.AngularShape(alpha=1.0)
+    out = pipeline.analyze_metric("angular_cka", runs, labels, precision="float64", progress=False)
+    space = gp.AngularCKA()
     with jax.enable_x64(True):
         target = gp.target_point(space, labels, num_classes=10)
         pts = {k: [space.point(x) for x in r["reps"][5]] for k, r in runs.items()}
