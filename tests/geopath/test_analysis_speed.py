@@ -129,7 +129,7 @@ def test_analysis_with_input_point_equals_independent_calls(spec, rng):
 def test_analysis_gradients_finite(spec, rng):
     """The gradient of the analysis (length and projections, a zero step in the path) with respect to a raw
     layer is finite and the true one: central differences along random directions (measured agreement
-    ~1e-9 relative)."""
+    2e-8 relative for Stress; tolerance 1e-6)."""
     space, pts, target = _path(spec, rng, (4, 6, 3, 5), repeat=2)
     x0 = rand_rep(rng, 12, 4)
     h0 = jnp.asarray(related_rep(rng, x0, 6 if spec.family == "shape" else 4, noise=0.8))
