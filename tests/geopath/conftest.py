@@ -61,6 +61,18 @@ def to_np(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
+def check_directional_derivatives(f, g, h0, *, seed, eps=1e-6, rtol=1e-5, atol=1e-8, n=3) -> None:
+    """Asserts ``<g, u>`` equals the central difference ``(f(h0 + eps u) - f(h0 - eps u)) / 2 eps`` along
+    ``n`` random directions ``u`` (``g`` the gradient of the scalar ``f`` at the array ``h0``)."""
+    import jax.numpy as jnp
+
+    r = np.random.default_rng(seed)
+    for _ in range(n):
+        u = jnp.asarray(r.standard_normal(np.shape(h0)))
+        fd = (float(f(h0 + eps * u)) - float(f(h0 - eps * u))) / (2 * eps)
+        np.testing.assert_allclose(float(jnp.vdot(g, u)), fd, rtol=rtol, atol=atol)
+
+
 # --------------------------------------------------------------------------
 # space catalogue
 # --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 import geopath as gp
 
 from .conftest import ALL
+from .conftest import check_directional_derivatives
 from .conftest import rand_rep
 from .conftest import related_rep
 
@@ -139,19 +140,10 @@ def test_analysis_gradients_finite(spec, rng):
         return a.length + a.proj_t.sum()
 
     vg = jax.jit(jax.value_and_grad(loss))  # one program for the gradient and the differences
-
-    def f(h):
-        return vg(h)[0]
-
     g = vg(h0)[1]
     assert np.all(np.isfinite(np.asarray(g)))
     assert float(jnp.max(jnp.abs(g))) > 1e-3
-    r = np.random.default_rng(5)
-    for _ in range(3):
-        u = jnp.asarray(r.standard_normal(h0.shape))
-        eps = 1e-6
-        fd = (float(f(h0 + eps * u)) - float(f(h0 - eps * u))) / (2 * eps)
-        np.testing.assert_allclose(float(jnp.vdot(g, u)), fd, rtol=1e-6, atol=1e-8)
+    check_directional_derivatives(lambda h: vg(h)[0], g, h0, seed=5, rtol=1e-6, atol=1e-8)
 
 
 def test_pair_terms_match_separate_calls(rng):

@@ -16,6 +16,7 @@ import pytest
 import geopath as gp
 
 from . import reference as R
+from .conftest import check_directional_derivatives
 
 
 @pytest.fixture(autouse=True)
@@ -263,16 +264,6 @@ def test_grad_of_length_with_mixed_widths():
     assert np.all(np.isfinite(np.asarray(g)))
 
 
-def _check_directional_derivatives(f, g, h0, *, seed, eps=1e-6, rtol=1e-5, atol=1e-8, n=3):
-    """``<g, u>`` against the central difference ``(f(h0 + eps u) - f(h0 - eps u)) / 2 eps`` along ``n``
-    random directions ``u``."""
-    r = np.random.default_rng(seed)
-    for _ in range(n):
-        u = jnp.asarray(r.standard_normal(h0.shape))
-        fd = (float(f(h0 + eps * u)) - float(f(h0 - eps * u))) / (2 * eps)
-        np.testing.assert_allclose(float(jnp.vdot(g, u)), fd, rtol=rtol, atol=atol)
-
-
 def test_grad_of_projection_with_mixed_widths():
     """The gradient of the projection parameters through layers of different widths is the true one
     (directional finite differences, measured agreement 8e-10 relative; tolerance 1e-5), not just finite."""
@@ -281,7 +272,7 @@ def test_grad_of_projection_with_mixed_widths():
     vg = jax.jit(jax.value_and_grad(lambda h: jnp.sum(analysis(h).proj_t)))  # one program for both
     g = vg(h0)[1]
     assert np.all(np.isfinite(np.asarray(g))) and float(jnp.max(jnp.abs(g))) > 1e-3
-    _check_directional_derivatives(lambda h: vg(h)[0], g, h0, seed=1)
+    check_directional_derivatives(lambda h: vg(h)[0], g, h0, seed=1)
 
 
 # ------------------------------------------------------------------------------------------------
