@@ -407,10 +407,13 @@ def _residual_fn(space: Space, frame: projection.GeodesicFrame, c: Array) -> Cal
 
         return flat
 
-    pc = space.prepare(c)
-
     def generic(ts):
-        return jax.vmap(lambda t: space.prepared_distance(space.prepare(space.exp(a, t * frame.sv)), pc))(
+        # every decomposition of a batch follows ts (hence the batch before): c is prepared per batch, a is
+        # factored per point
+        a_t, sv_t, c_t = linalg.after(ts, (a, frame.sv, c))
+        pc = space.prepare(c_t)
+        a_t, sv_t = linalg.after(pc, (a_t, sv_t))
+        return jax.vmap(lambda t: space.prepared_distance(space.prepare(space.exp(a_t, t * sv_t)), pc))(
             along(ts)
         )
 

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import Array
+from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 
@@ -428,19 +429,27 @@ def _nuclear_norm_jvp(primals, tangents):
 def after(done: Any, x: Any) -> Any:
     """``x`` unchanged, but computed after ``done``: a data dependency that orders two decompositions.
 
-    jaxlib 0.10's batched CPU LAPACK kernels (``svd``, ``eigh``, ``qr``, ...) split their batch over XLA's
-    intra-op thread pool and block the pool thread that runs them until the pieces are done. When XLA runs as
-    many independent ones at once as the pool has threads (2 on a 2-core machine), every thread waits and
-    the program hangs at 0% CPU (``docs/threads.md``). XLA runs independent operations concurrently, so a
-    program with several independent decompositions must order them: pass the inputs of the later one
-    through ``after(output of the earlier one, inputs)``. The added term is an exact zero (``0 * s``, ``s``
-    the gradient-free sum of the finite elements of ``done``), which XLA does not fold away for floats; values
-    and gradients of ``x`` are unchanged. ``done`` and ``x``: pytrees of arrays (non-float leaves of ``x``
-    pass through).
+    jaxlib 0.10's batched CPU LAPACK kernels (``svd``, ``eigh``, ``cholesky``, triangular solves, ...) split
+    their batch over XLA's intra-op thread pool and block the pool thread that runs them until the pieces are
+    done. When XLA runs as many independent ones at once as the pool has threads (2 on a 2-core machine),
+    every thread waits and the program hangs at 0% CPU (``docs/threads.md``). XLA runs independent operations
+    concurrently, so a program with several independent decompositions must order them: pass the inputs of
+    the later one through ``after(output of the earlier one, inputs)``. The added term is an exact zero (``0 *
+    s``, ``s`` the sum of the finite elements of ``done``), which XLA does not fold away for floats.
+
+    Differentiation orders the reverse pass too, the other way round: the cotangent of ``done`` waits for the
+    cotangents of the differentiated leaves of ``x`` (a term ``select(isnan(0), ., 0)``, always 0 and finite,
+    but a data dependency XLA cannot remove). Values and gradients of ``done`` and ``x`` are unchanged.
+    ``done`` and ``x``: pytrees of arrays (non-float leaves of ``x`` pass through).
     """
+    return _after(done, x)
+
+
+def _exact_zero(done: Any) -> Array | None:
+    """``0 * s`` (float32), ``s`` the sum of the finite elements of ``done`` (None if it has no leaves)."""
     leaves = [jax.lax.stop_gradient(jnp.asarray(leaf)) for leaf in jax.tree_util.tree_leaves(done)]
     if not leaves:
-        return x
+        return None
     # every element of done counts (one of them may be a constant, e.g. a prepended zero)
     s = sum(
         jnp.sum(jnp.where(jnp.isfinite(v), v, 0.0) if jnp.issubdtype(v.dtype, jnp.inexact) else v).astype(
@@ -448,14 +457,53 @@ def after(done: Any, x: Any) -> Any:
         )
         for v in leaves
     )
-    zero = jnp.where(jnp.isfinite(s), s, 0.0) * 0.0  # the float32 sum may overflow: never inf * 0
+    return jnp.where(jnp.isfinite(s), s, 0.0) * 0.0  # the float32 sum may overflow: never inf * 0
 
-    def dep(leaf):
-        if leaf is None or not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            return leaf
-        return leaf + zero.astype(jnp.result_type(leaf))
 
-    return jax.tree_util.tree_map(dep, x)
+def _is_float(leaf) -> bool:
+    return leaf is not None and jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+
+
+@jax.custom_jvp
+def _after(done: Any, x: Any) -> Any:
+    zero = _exact_zero(done)
+    if zero is None:
+        return x
+    return jax.tree_util.tree_map(lambda v: v + zero.astype(jnp.result_type(v)) if _is_float(v) else v, x)
+
+
+def tangent_link(primal: Any, tangents: Any) -> Array:
+    """An exact zero ``[]`` (float32) that depends on ``tangents``, for the tangent rules of custom JVPs.
+
+    Adding it to a later tangent orders both passes: forward, the later computation follows ``tangents``;
+    transposed (``jax.grad``), the cotangent of ``tangents`` follows the later one's. It is ``select(isnan(z),
+    sum(tangents), 0)`` with ``z`` the exact zero :func:`after` computes from ``primal`` (never NaN): linear in
+    the tangents and always 0, never NaN, whatever they hold. ``tangents``: a pytree of float arrays.
+    """
+    never = jnp.isnan(_exact_zero(primal))
+    return jnp.where(
+        never, sum(jnp.sum(t).astype(jnp.float32) for t in jax.tree_util.tree_leaves(tangents)), 0.0
+    )
+
+
+def _after_jvp(primals, tangents):
+    (done, x), (d_done, dx) = primals, tangents
+    out = _after(done, x)
+    symbolic = lambda t: isinstance(t, SymbolicZero)  # noqa: E731
+    live = [
+        t for t in jax.tree_util.tree_leaves(d_done, is_leaf=symbolic) if not symbolic(t) and _is_float(t)
+    ]
+    if not jax.tree_util.tree_leaves(done) or not live:
+        return out, dx
+    link = tangent_link(done, live)
+
+    def tie(t):
+        return t if symbolic(t) or not _is_float(t) else t + link.astype(t.dtype)
+
+    return out, jax.tree_util.tree_map(tie, dx, is_leaf=symbolic)
+
+
+_after.defjvp(_after_jvp, symbolic_zeros=True)
 
 
 @jax.custom_jvp

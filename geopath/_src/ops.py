@@ -109,7 +109,10 @@ def angle(space: Space, a: Array, b: Array, c: Array) -> Array:
       3.142
     """
     a, b, c = space.common(a, b, c)
-    return space.angle_at(b, space.log(b, a), space.log(b, c))
+    log_a = space.log(b, a)
+    b, c = linalg.after(log_a, (b, c))  # one decomposition at a time (docs/threads.md)
+    log_c = space.log(b, c)
+    return space.angle_at(*linalg.after(log_c, (b, log_a)), log_c)
 
 
 def midpoint(space: Space, a: Array, b: Array) -> Array:
@@ -246,13 +249,17 @@ def frechet_mean(
         logs = jax.vmap(lambda q: space.log(x, q))(p)
         return jnp.tensordot(w, logs, axes=1)
 
+    # one decomposition at a time: each step's inputs pass through linalg.after (docs/threads.md)
     def body(x, _):
-        return space.exp(x, step_size * grad_at(x)), None
+        g = grad_at(x)
+        return space.exp(linalg.after(g, x), step_size * g), None
 
     mean, _ = jax.lax.scan(body, p[0], None, length=num_iters)
     g = grad_at(mean)
-    d = jax.vmap(lambda q: space.distance(mean, q))(p)
-    return FrechetMean(mean=mean, residual=space.norm(mean, g), variance=jnp.sum(w * d * d))
+    mean_g, p_g = linalg.after(g, (mean, p))
+    d = jax.vmap(lambda q: space.distance(mean_g, q))(p_g)
+    residual = space.norm(*linalg.after(d, (mean, g)))
+    return FrechetMean(mean=mean, residual=residual, variance=jnp.sum(w * d * d))
 
 
 class AlexandrovCurvature(NamedTuple):
@@ -287,8 +294,13 @@ def alexandrov_curvature(space: Space, a: Array, b: Array, c: Array) -> Alexandr
       but an ``excess`` of 0: check the medians.
     """
     a, b, c = space.common(a, b, c)
-    dab, dbc, dac = space.distance(a, b), space.distance(b, c), space.distance(a, c)
-    med = space.distance(b, midpoint(space, a, c))
+    # one decomposition at a time: each step's inputs pass through linalg.after (docs/threads.md)
+    dab = space.distance(a, b)
+    dbc = space.distance(*linalg.after(dab, (b, c)))
+    dac = space.distance(*linalg.after(dbc, (a, c)))
+    a, c = linalg.after(dac, (a, c))
+    mid = midpoint(space, a, c)
+    med = space.distance(linalg.after(mid, b), mid)
     flat = 0.5 * linalg.safe_sqrt(2 * dab**2 + 2 * dbc**2 - dac**2)
     excess = jnp.where(flat > 0, (med - flat) / jnp.where(flat > 0, flat, 1.0), 0.0)
     return AlexandrovCurvature(median=med, euclidean_median=flat, excess=excess)

@@ -367,7 +367,7 @@ def _analyze_impl(
     x0 = input_point if have_input else P[0]
 
     terms = jax.vmap(space.pair_terms)(P[:-1], P[1:])  # per consecutive pair (p_i, p_{i+1})
-    P, x0, target = linalg.after(terms.distance, (P, x0, target))
+    P, x0, target = linalg.after(terms, (P, x0, target))  # all three: a space may compute them in turn
     steps = terms.distance  # [L-1]
     if num_layers is not None:  # padded layers: their steps are exactly 0 (d(p, p) need not round to 0)
         steps = jnp.where(jnp.arange(L - 1) < num_layers - 1, steps, jnp.zeros_like(steps))

@@ -220,8 +220,9 @@ def geodesic_frame(space: Space, a: Array, b: Array) -> GeodesicFrame:
     sv = space.log(sa, sb)
     ok = _nondegenerate(space, sa, sb, sv)
     # where the geodesic is degenerate, nothing may carry a gradient through its direction: cut it off
-    # before any NaN can form
-    v = space.log(jnp.where(ok, a, sa), jnp.where(ok, b, sb))
+    # before any NaN can form. The second log follows the first (one decomposition at a time, docs/threads.md).
+    a_, b_ = linalg.after(sv, (a, b))
+    v = space.log(jnp.where(ok, a_, sa), jnp.where(ok, b_, sb))
     return GeodesicFrame(a=a, b=b, v=v, sv=jax.lax.stop_gradient(v), ok=ok)
 
 
@@ -249,7 +250,8 @@ def project_on_frame(
         tol = default_tol(dtype)
 
     solver = _grid_newton if method == "grid" else _solver_for(space)
-    sa, sc = jax.lax.stop_gradient(a), jax.lax.stop_gradient(c)
+    # each stage follows the one before (linalg.after): one decomposition at a time (docs/threads.md)
+    sa, sv, sc = linalg.after((frame.v, c), (jax.lax.stop_gradient(a), frame.sv, jax.lax.stop_gradient(c)))
     if solver is _closed_form_sphere or solver is _closed_form_flat:
         t = solver(space, a, frame.v, c, ok=ok, segment=segment)
         gap = jnp.zeros((), dtype)
@@ -258,10 +260,11 @@ def project_on_frame(
         kw = {"num_iters": num_iters, "num_grid": num_grid} if solver is _grid_newton else {}
         if solver in (_shape_angular, _shape_euclidean):
             kw = {"num_rounds": num_rounds}
-        search = solver(space, sa, frame.sv, sc, ok=ok, segment=segment, tol=tol, **kw)
+        search = solver(space, sa, sv, sc, ok=ok, segment=segment, tol=tol, **kw)
         t = _implicit_step(space, frame, c, search, segment=segment)
         gap, converged = search.gap, search.converged
-    point = jnp.where(ok, space.exp(a, t * frame.v), a)  # a degenerate geodesic is the point a itself
+    a_t, v_t = linalg.after(t, (a, frame.v))
+    point = jnp.where(ok, space.exp(a_t, t * v_t), a)  # a degenerate geodesic is the point a itself
     if solver in (_shape_angular, _shape_euclidean):
         distance = space._distance_at_rotation(point, c, search.rotation)
     else:
@@ -295,7 +298,9 @@ def _nondegenerate(space: Space, a: Array, b: Array, v: Array) -> Array:
         return length > 1e3 * eps
     if isinstance(space, (EuclideanShape, Stress)):
         return length > 1e3 * eps * jnp.maximum(space.norm(a, a), space.norm(b, b))
-    floor = space.norm(a, space.log(a, a))
+    a = linalg.after(length, a)  # one decomposition at a time (docs/threads.md)
+    w = space.log(a, a)
+    floor = space.norm(linalg.after(w, a), w)
     return length > 100.0 * floor + 1e3 * eps
 
 
@@ -321,6 +326,7 @@ def _implicit_step(space: Space, frame: GeodesicFrame, c, search: _Search, *, se
 def _first_variation(space: Space, t, a, v, c):
     """``f'(t) = -<log_gamma(t) c, gamma'(t)>`` of ``f = d(gamma(t), c)^2 / 2``, ``gamma(t) = exp_a(t v)``."""
     p, vel = jax.jvp(lambda t: space.exp(a, t * v), (t,), (jnp.ones_like(t),))
+    p, c = linalg.after(vel, (p, c))  # one decomposition at a time (docs/threads.md)
     return -space.inner(p, space.log(p, c), vel)
 
 
@@ -335,6 +341,7 @@ def _newton_at_solution(space, segment, t_star, curv, a, v, c):
 def _newton_at_solution_jvp(space, segment, primals, tangents):
     t_star, curv, a, v, c = primals
     _, _, da, dv, dc = tangents
+    a, v, c = linalg.after((t_star, curv), (a, v, c))  # after the whole search (docs/threads.md)
     g, dg = jax.jvp(lambda a, v, c: _first_variation(space, t_star, a, v, c), (a, v, c), (da, dv, dc))
     dt = -dg / curv
     if segment:  # the clipped step: no derivative where it leaves [0, 1]
@@ -615,30 +622,37 @@ def _grid_newton(space, a, v, c, *, ok, segment, tol, num_iters=6, num_grid=31) 
     lo, hi = (0.0, 1.0) if segment else (-1.0, 2.0)
     h = (hi - lo) / (num_grid - 1)
     vv = space.inner(a, v, v)
+    a, c = linalg.after(vv, (a, c))
 
+    # Every evaluation depends on the one before (linalg.after): no two batched decompositions at once
+    # (docs/threads.md). f's inputs pass through after(t, .), so its decompositions follow t's computation.
     def f(t):
-        return 0.5 * jnp.square(space.distance(space.exp(a, t * v), c))
+        a_t, v_t, c_t = linalg.after(t, (a, v, c))
+        return 0.5 * jnp.square(space.distance(space.exp(a_t, t * v_t), c_t))
 
     t_lin = jnp.where(ok, space.inner(a, space.log(a, c), v) / jnp.where(ok, vv, 1.0), 0.0)
     t_lin = jnp.clip(t_lin, lo, hi)
     cands = jnp.concatenate([t_lin[None], jnp.linspace(lo, hi, num_grid, dtype=a.dtype)])
-    pc = space.prepare(c)
-    grid_d = jax.vmap(lambda t: space.prepared_distance(space.prepare(space.exp(a, t * v)), pc))(cands)
+    pc = space.prepare(linalg.after(t_lin, c))
+    a_g, v_g, cands = linalg.after(pc, (a, v, cands))
+    grid_d = jax.vmap(lambda t: space.prepared_distance(space.prepare(space.exp(a_g, t * v_g)), pc))(cands)
     grid_d = jnp.where(jnp.isnan(grid_d), jnp.inf, grid_d)
     t = cands[jnp.argmin(grid_d)]
     df = jax.grad(f)
     delta = 1e-3 * h
 
-    def curvature(t):
-        return (df(t + delta) - df(t - delta)) / (2 * delta)
+    def curvature(t, done):
+        d_hi = df(linalg.after(done, t + delta))
+        return (d_hi - df(linalg.after(d_hi, t - delta))) / (2 * delta)
 
     step = jnp.zeros_like(t)
     for _ in range(num_iters):
-        g, curv = df(t), curvature(t)
+        g = df(t)
+        curv = curvature(t, g)
         step = jnp.where(curv > 0, -g / jnp.where(curv > 0, curv, 1.0), -jnp.sign(g) * h)
         step = jnp.where(ok & jnp.isfinite(step), jnp.clip(step, -h, h), 0.0)
         t = jnp.clip(t + step, lo, hi)
-    curv = curvature(t)
+    curv = curvature(t, step)
     curv = jnp.where(jnp.isfinite(curv) & (curv > 0), curv, jnp.where(ok, vv, 1.0))
     t = jnp.where(ok, t, 0.0)
     nan = jnp.full((), math.nan, a.dtype)

@@ -67,9 +67,10 @@ def _check(res: dict, expected: int) -> None:
 def test_sharded_equals_unsharded_default_matrix():
     # checkpoints:angular_a1 on 3 CPU devices hung (0% CPU) before the CPU devices of one process stopped running at once:
     # their batched LAPACK calls blocked every thread of the shared pool (see geopath/_src/sharding.py)
-    res = _worker(["pairwise:angular_a1:3,8", "cross:cka:2", "checkpoints:angular_a1:3"])
+    # (8 devices, and every space, in the slow test_sharded_equals_unsharded_every_space)
+    res = _worker(["pairwise:angular_a1:3", "cross:cka:2", "checkpoints:angular_a1:3"])
     assert res["device_count"] == 8
-    _check(res, 4)
+    _check(res, 3)
 
 
 @pytest.mark.slow

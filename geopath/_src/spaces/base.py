@@ -219,7 +219,8 @@ class Space(abc.ABC):
 
     def inner(self, a: Array, u: Array, v: Array) -> Array:
         """Riemannian inner product of tangent vectors ``u, v`` at ``a``; scalar."""
-        return vdot(self.tangent_coords(a, u), self.tangent_coords(a, v))
+        cu = self.tangent_coords(a, u)
+        return vdot(cu, self.tangent_coords(*linalg.after(cu, (a, v))))  # in turn (docs/threads.md)
 
     def norm(self, a: Array, v: Array) -> Array:
         """Riemannian norm of the tangent vector ``v`` at ``a`` (gradient-safe at 0); scalar."""
@@ -233,7 +234,9 @@ class Space(abc.ABC):
         ``b`` is a singular point of the quotient. ``pi / 2`` (with zero gradient) if ``u`` or ``v`` is zero
         (see :func:`unit_pair`).
         """
-        uu, vv, ok = unit_pair(self.tangent_coords(b, u), self.tangent_coords(b, v))
+        cu = self.tangent_coords(b, u)
+        cv = self.tangent_coords(*linalg.after(cu, (b, v)))  # one decomposition at a time (docs/threads.md)
+        uu, vv, ok = unit_pair(cu, cv)
         zero = jnp.zeros_like(uu)
         ang = split_angle(uu, vv, zero, zero, jnp.zeros((), uu.dtype))
         return jnp.where(ok, ang, 0.5 * jnp.pi)
@@ -288,4 +291,6 @@ class Space(abc.ABC):
         what the three calls return (up to rounding, and up to the choice among equally optimal alignments
         where the logs are not unique).
         """
-        return PairTerms(self.distance(a, b), self.log(a, b), self.log(b, a))
+        d = self.distance(a, b)
+        log_ab = self.log(*linalg.after(d, (a, b)))  # one decomposition at a time (docs/threads.md)
+        return PairTerms(d, log_ab, self.log(*linalg.after(log_ab, (b, a))))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg  # noqa: F401
@@ -47,15 +49,67 @@ def _factor(a: Array) -> Array:
     return jnp.linalg.cholesky(linalg.sym(a))
 
 
+def _factors(a: Array, b: Array) -> tuple[Array, Array]:
+    """Cholesky factors of ``a`` and ``b``, the second computed after the first.
+
+    Every method orders its LAPACK calls (:func:`linalg.after`): jaxlib 0.10 deadlocks when as many batched
+    decompositions as XLA has pool threads run at once (``docs/threads.md``), as two Cholesky factorisations,
+    or the two SVDs of a distance, of a vmapped pair could.
+    """
+    la = _factor(a)
+    b = linalg.after(la, b)
+    return la, _factor(b)
+
+
+def _solve(la: Array, y: Array, trans: int = 0) -> Array:
+    """``la^{-1} y`` (``trans=0``) or ``la^{-T} y`` (``trans=1``) for lower triangular ``la``: JAX's solve, for
+    tangents (linear in ``y``)."""
+    return jax.scipy.linalg.solve_triangular(la, y, lower=True, trans=trans)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _ordered_solve(la: Array, y: Array, trans: int = 0) -> Array:
+    """:func:`_solve` with ONE triangular solve in its derivative, which follows the primal solve.
+
+    ``op(la) x = y`` gives ``op(la) dx = dy - op(dla) x``: one solve, where JAX's rule solves once per
+    argument (two independent LAPACK calls in the reverse pass; ``docs/threads.md``).
+    """
+    return _solve(la, y, trans)
+
+
+@_ordered_solve.defjvp
+def _ordered_solve_jvp(trans, primals, tangents):
+    (la, y), (dla, dy) = primals, tangents
+    x = _ordered_solve(la, y, trans)
+    dla = jnp.tril(dla)  # the solve reads the lower triangle only
+    op_dla = dla if trans == 0 else jnp.swapaxes(dla, -1, -2)
+    # la plus an exact zero from x: the tangent's solve (and, transposed, its reverse pass) follows x's
+    return x, _solve(linalg.after(x, la), dy - op_dla @ x, trans)
+
+
 def _relative(la: Array, lb: Array) -> Array:
     """``la^{-1} lb`` ``[m, m]``: its singular values are the square roots of the generalised eigenvalues."""
-    return jax.scipy.linalg.solve_triangular(la, lb, lower=True)
+    return _ordered_solve(la, lb)
 
 
+@jax.custom_jvp
 def _congruence(la: Array, v: Array) -> Array:
     """``la^{-1} v la^{-T}`` for symmetric ``v`` ``[m, m]`` (symmetrised)."""
-    y = jax.scipy.linalg.solve_triangular(la, v, lower=True)
-    return linalg.sym(jax.scipy.linalg.solve_triangular(la, y.T, lower=True))
+    return linalg.sym(_solve(la, _solve(la, v).T))
+
+
+@_congruence.defjvp
+def _congruence_jvp(primals, tangents):
+    # dC = la^{-1} dv la^{-T} - K C - C K^T with K = la^{-1} dla. JAX's rule solves once per argument of each
+    # solve (independent LAPACK calls in the reverse pass); here the solves form one chain, linked by an
+    # exact zero that is linear in the tangents (so the reverse pass runs them in turn as well).
+    (la, v), (dla, dv) = primals, tangents
+    c = _congruence(la, v)
+    la = linalg.after(c, la)  # the tangent's solves (and their transposes) follow the primal ones
+    k = _solve(la, jnp.tril(dla))  # the solves read the lower triangle only
+    dv = dv + linalg.tangent_link(c, k).astype(dv.dtype)
+    dc = linalg.sym(_solve(la, _solve(la, dv).T)) - linalg.sym(k @ c) * 2.0
+    return c, dc
 
 
 def _floor(m: Array) -> Array:
@@ -72,6 +126,7 @@ def _distance_from_factors(la: Array, lb: Array) -> Array:
     the result is exactly symmetric in ``a`` and ``b``.
     """
     s_ab = jnp.linalg.svd(_relative(la, lb), compute_uv=False)
+    la, lb = linalg.after(s_ab, (la, lb))  # one decomposition at a time (see _factors), both passes
     s_ba = jnp.linalg.svd(_relative(lb, la), compute_uv=False)
     return linalg.safe_sqrt(jnp.sum(_log_sq_above_one(s_ab)) + jnp.sum(_log_sq_above_one(s_ba)))
 
@@ -180,12 +235,12 @@ class AffineInvariant(Space):
         symmetric; 0 for identical points. NaN if a point is not positive definite.
         """
         self._check(a, b)
-        return _distance_from_factors(_factor(a), _factor(b))
+        return _distance_from_factors(*_factors(a, b))
 
     def _relative_function(self, a: Array, b: Array, f, *params) -> Array:
         """``L f(C) L^T`` with ``a = L L^T`` and ``C = L^{-1} b L^{-T}`` (via the SVD of ``L^{-1} L_b``)."""
-        la = _factor(a)
-        m = _relative(la, _factor(b))
+        la, lb = _factors(a, b)
+        m = _relative(la, lb)
         return linalg.sym(la @ linalg.gram_function(f, m, *params, _floor(m)) @ la.T)
 
     def log(self, a: Array, b: Array) -> Array:
@@ -207,10 +262,10 @@ class AffineInvariant(Space):
     def transport(self, a: Array, b: Array, v: Array) -> Array:
         """``E v E^T`` with ``E = a^{1/2} (a^{-1/2} b a^{-1/2})^{1/2} a^{-1/2}``; tangent at ``b``."""
         self._check(a, b)
-        la = _factor(a)
-        m = _relative(la, _factor(b))
+        la, lb = _factors(a, b)
+        m = _relative(la, lb)
         root = linalg.gram_function(_eig_sqrt, m)  # C^{1/2}, C = la^{-1} b la^{-T}
-        e = la @ jax.scipy.linalg.solve_triangular(la, root, lower=True, trans=1).T
+        e = la @ _ordered_solve(la, root, 1).T
         return linalg.sym(e @ v @ e.T)
 
     def tangent_coords(self, a: Array, v: Array) -> Array:
